@@ -1,0 +1,120 @@
+"""Settings: the one place that reads the environment (``CAPTIONER_*`` and MAX's ``CORS_ENABLE``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from captioner.assets import (
+    DEMO_MODEL_DIR,
+    PINNED_ASSET_SHA512,
+    PINNED_VOCAB_SHA256,
+    TARBALL_URLS,
+    VOCAB_URL,
+    ModelFiles,
+    model_files_in,
+)
+
+__all__ = ["Settings", "default_model_dir"]
+
+
+def default_model_dir() -> Path:
+    """The per-user cache directory the pretrained model is downloaded into."""
+    return Path(user_cache_dir("captioner", appauthor=False)) / "im2txt"
+
+
+def _split_list(value: object) -> object:
+    """Accept a comma-separated string for list settings (``a,b``) as well as a JSON list."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [item.strip() for item in stripped.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of captioner. Each field is also the env var ``CAPTIONER_<FIELD>``.
+
+    Built explicitly (``Settings()``) by the CLI or ``create_app``, never at import time,
+    so tests and embedders can pass their own.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAPTIONER_", env_ignore_empty=True, extra="ignore", populate_by_name=True
+    )
+
+    # --- which model -------------------------------------------------------------------
+    model: Literal["im2txt", "demo"] = Field(
+        "im2txt", description="'im2txt': the pretrained model in model_dir; 'demo': bundled."
+    )
+    model_dir: Path = Field(default_factory=default_model_dir)
+    checkpoint: Path | None = Field(None, description="Checkpoint prefix or directory.")
+    vocab: Path | None = Field(None, description="word_counts.txt; default: next to the model.")
+
+    # --- getting the pretrained assets -------------------------------------------------
+    offline: bool = Field(False, description="Never download; fail fast if the model is missing.")
+    download_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(TARBALL_URLS),
+        description="Tarball sources, tried in order (comma-separated or a JSON list).",
+    )
+    vocab_url: str = VOCAB_URL
+    asset_sha512: dict[str, str] = Field(
+        default_factory=lambda: dict(PINNED_ASSET_SHA512),
+        description="Tarball member -> sha512 (JSON object); override for a private mirror.",
+    )
+    vocab_sha256: str = PINNED_VOCAB_SHA256
+    download_timeout_s: float = Field(30.0, gt=0, description="Stall timeout per read.")
+    download_retries: int = Field(4, ge=0)
+
+    # --- serving ------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(5000, ge=1, le=65535)
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_batch_wait_ms: float = Field(5.0, ge=0)
+    max_queue_size: int = Field(64, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    drain_timeout_s: float = Field(20.0, ge=0)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_files_per_batch_request: int = Field(32, ge=1)
+    default_beam_size: int = Field(3, ge=1)
+    max_beam_size: int = Field(10, ge=1)
+    default_max_length: int = Field(20, ge=1)
+    max_max_length: int = Field(50, ge=1)
+    cors_enable: bool = Field(
+        False, validation_alias=AliasChoices("CORS_ENABLE", "CAPTIONER_CORS_ENABLE", "cors_enable")
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    intra_op_threads: int | None = Field(None, ge=1, description="TF intra-op threads.")
+    inter_op_threads: int | None = Field(None, ge=1, description="TF inter-op threads.")
+
+    _split = field_validator("download_urls", "cors_origins", mode="before")(
+        classmethod(lambda cls, value: _split_list(value))
+    )
+
+    def model_files(self) -> ModelFiles:
+        """The checkpoint and vocabulary to load, from ``model``, ``checkpoint`` and ``vocab``.
+
+        An explicit ``checkpoint`` wins; its vocabulary defaults to ``word_counts.txt`` beside
+        it (in the directory, or in the parent of a ``checkpoint/`` directory).
+        """
+        if self.checkpoint is not None:
+            base = self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent
+            vocab = self.vocab
+            if vocab is None:
+                candidates = [base / "word_counts.txt", base.parent / "word_counts.txt"]
+                vocab = next((c for c in candidates if c.exists()), candidates[0])
+            return ModelFiles(checkpoint=self.checkpoint, vocab=vocab)
+        files = model_files_in(DEMO_MODEL_DIR if self.model == "demo" else self.model_dir)
+        if self.vocab is not None:
+            return ModelFiles(checkpoint=files.checkpoint, vocab=self.vocab)
+        return files
