@@ -25,6 +25,7 @@ def random_tensors(
     lstm_units: int,
     seed: int,
     lstm_naming: int = 0,
+    end_bias: float = 1.5,
 ) -> dict[str, np.ndarray]:
     """Seeded random values for every tensor, scaled so activations neither die nor explode."""
     rng = np.random.default_rng(seed)
@@ -42,20 +43,27 @@ def random_tensors(
         elif name.endswith("/weights") and name.startswith("InceptionV3/"):
             fan_in = shape[0] * shape[1] * shape[2]
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-        elif name.endswith("/beta"):
-            value = rng.normal(0.0, 0.1, shape)
-        elif name.endswith("/moving_mean"):
+        elif name.endswith("/beta") or name.endswith("/moving_mean"):
             value = rng.normal(0.0, 0.1, shape)
         elif name.endswith("/moving_variance"):
             value = rng.uniform(0.5, 1.5, shape)
         elif name == "logits/weights":
+            value = rng.normal(0.0, 3.0 / np.sqrt(shape[0]), shape)
+        elif name == "image_embedding/weights":
+            # Large enough that different images start the LSTM in clearly different states.
             value = rng.normal(0.0, 4.0 / np.sqrt(shape[0]), shape)
+        elif name == "seq_embedding/map":
+            value = rng.normal(0.0, 1.0, shape)
         elif name in ("logits/biases", LSTM_NAMINGS[0][1]):
             value = rng.normal(0.0, 0.5, shape)
         else:
             value = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)
-        tensors[renames.get(name, name)] = np.asarray(value, dtype=value.dtype
-                                                      if name == "global_step" else np.float32)
+        if name == "logits/biases":
+            # Favour the end word (id 2) so that beams complete at varied lengths.
+            value[2] += end_bias
+        tensors[renames.get(name, name)] = np.asarray(
+            value, dtype=value.dtype if name == "global_step" else np.float32
+        )
     return tensors
 
 

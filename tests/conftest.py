@@ -13,9 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Let tests import the checkpoint writer as a plain module.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from checkpoints import write_full_size_checkpoint, write_random_checkpoint  # noqa: E402
-
-from captioner.assets import ModelFiles  # noqa: E402
+from captioner.assets import ModelFiles
+from checkpoints import write_full_size_checkpoint, write_random_checkpoint
 
 
 @pytest.fixture(scope="session")

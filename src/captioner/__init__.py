@@ -51,7 +51,11 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-_LAZY = {"Caption": "captioner.engine", "Captioner": "captioner.engine", "Settings": "captioner.config"}
+_LAZY = {
+    "Caption": "captioner.engine",
+    "Captioner": "captioner.engine",
+    "Settings": "captioner.config",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -119,7 +119,8 @@ class _Reader:
             self._reader = tf.train.load_checkpoint(str(prefix))
             self.shapes: dict[str, list[int]] = self._reader.get_variable_to_shape_map()
         except (tf.errors.OpError, ValueError) as exc:
-            raise CheckpointError(f"unreadable checkpoint: {_first_line(exc)}", path=prefix) from exc
+            message = f"unreadable checkpoint: {_first_line(exc)}"
+            raise CheckpointError(message, path=prefix) from exc
 
     def has(self, name: str) -> bool:
         return name in self.shapes
@@ -166,7 +167,9 @@ class _CheckingOps:
         weights = self._reader.get(f"{scoped}/weights", (kernel[0], kernel[1], x, None))
         out = int(weights.shape[3])
         bn = [self._reader.get(f"{scoped}/BatchNorm/{part}", (out,)) for part in _BN_PARTS]
-        self.convs[name] = ConvWeights(weights.astype(np.float32), *(v.astype(np.float32) for v in bn))
+        self.convs[name] = ConvWeights(
+            weights.astype(np.float32), *(v.astype(np.float32) for v in bn)
+        )
         return out
 
     def max_pool(self, x: int, size: int, stride: int, padding: str) -> int:
@@ -288,7 +291,6 @@ def save_checkpoint(prefix: Path | str, tensors: Mapping[str, np.ndarray]) -> Pa
         tensors=[tf.convert_to_tensor(tensors[name]) for name in names],
     )
     (prefix.parent / "checkpoint").write_text(
-        f'model_checkpoint_path: "{prefix.name}"\n'
-        f'all_model_checkpoint_paths: "{prefix.name}"\n'
+        f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
     )
     return prefix

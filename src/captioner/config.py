@@ -1,14 +1,13 @@
-"""Settings: the one place that reads the environment (``CAPTIONER_*`` and MAX's ``CORS_ENABLE``)."""
+"""Settings: the one place that reads the environment (``CAPTIONER_*``, MAX's ``CORS_ENABLE``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from platformdirs import user_cache_dir
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from captioner.assets import (
     DEMO_MODEL_DIR,
@@ -73,6 +72,7 @@ class Settings(BaseSettings):
     vocab_sha256: str = PINNED_VOCAB_SHA256
     download_timeout_s: float = Field(30.0, gt=0, description="Stall timeout per read.")
     download_retries: int = Field(4, ge=0)
+    download_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each try.")
 
     # --- serving ------------------------------------------------------------------------
     host: str = "0.0.0.0"
@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=256)
     max_batch_wait_ms: float = Field(5.0, ge=0)
     max_queue_size: int = Field(64, ge=1)
+    preprocess_threads: int = Field(2, ge=1, description="Threads decoding uploads.")
     request_timeout_s: float = Field(30.0, gt=0)
     drain_timeout_s: float = Field(20.0, ge=0)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)

@@ -209,7 +209,7 @@ def _out_size(size: int, window: int, stride: int, padding: str) -> int:
 class _LayoutOps:
     """Traces shapes through the wiring and records every conv's kernel shape."""
 
-    def __init__(self, depth: "_DepthFn") -> None:
+    def __init__(self, depth: _DepthFn) -> None:
         self._depth = depth
         self.convs: list[ConvSpec] = []
 

@@ -157,8 +157,9 @@ class _open_header:
                 self._image = Image.open(io.BytesIO(self._data))
                 self._image.size  # noqa: B018 - header parsed by open()
         except Image.DecompressionBombError as exc:
-            raise InvalidImageError(f"the {self._fmt} image has too many pixels: {exc}",
-                                    too_large=True) from exc
+            raise InvalidImageError(
+                f"the {self._fmt} image has too many pixels: {exc}", too_large=True
+            ) from exc
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InvalidImageError(
                 f"the {self._fmt} image is corrupt or truncated: its header cannot be read"
@@ -173,7 +174,7 @@ class _open_header:
 def _exif_orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - malformed EXIF must not cost the caption
+    except Exception:  # malformed EXIF must not cost the caption
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -208,8 +209,9 @@ def _decode_with_tf(data: bytes, fmt: str) -> np.ndarray:
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
         return image.numpy()
     except (tf.errors.OpError, ValueError) as exc:
+        detail = _tf_error_detail(exc)
         raise InvalidImageError(
-            f"the {fmt} image is corrupt or truncated and cannot be decoded ({_tf_error_detail(exc)})"
+            f"the {fmt} image is corrupt or truncated and cannot be decoded ({detail})"
         ) from exc
 
 

@@ -1,9 +1,9 @@
 """The caption vocabulary: ``word_counts.txt`` lines -> word ids and back, im2txt's rules.
 
 The id of a word is its line number from 0. ``<UNK>`` is not in the file: it is appended,
-so its id is the number of lines (a file that lists it keeps its line). Ids past the file (the model has more rows than the file
-has words: 12,000 vs 11,519 for the original) read as ``<UNK>``. Lines written by Python 3
-as ``b'word' 123`` are unwrapped.
+so its id is the number of lines (a file that lists it keeps its line). Ids past the file
+(the model has more rows than the file has words: 12,000 vs 11,519 for the original) read
+as ``<UNK>``. Lines written by Python 3 as ``b'word' 123`` are unwrapped.
 """
 
 from __future__ import annotations

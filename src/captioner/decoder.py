@@ -1,0 +1,75 @@
+"""The caption decoder: image embedding, one TF BasicLSTMCell step, word softmax.
+
+The maths is SPEC.md's "Decoder". The LSTM state travels as ``concat([c, h])`` (``[N, 2H]``),
+as im2txt fed it between inference steps.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from captioner.checkpoint import Im2txtWeights
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["FORGET_BIAS", "Decoder"]
+
+# BasicLSTMCell adds this to the forget gate at run time; it is not in the stored bias.
+FORGET_BIAS = 1.0
+
+
+class Decoder:
+    """The LSTM half of Show and Tell, as TensorFlow ops over constant weights."""
+
+    def __init__(self, weights: Im2txtWeights) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self.lstm_units = weights.lstm_units
+        self.vocab_rows = weights.vocab_rows
+        self._image_embedding = tf.constant(weights.image_embedding)
+        self._seq_embedding = tf.constant(weights.seq_embedding)
+        self._kernel = tf.constant(weights.lstm_kernel)
+        self._bias = tf.constant(weights.lstm_bias)
+        self._logits_weights = tf.constant(weights.logits_weights)
+        self._logits_biases = tf.constant(weights.logits_biases)
+
+    def _cell(self, x: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One BasicLSTMCell step: returns ``(h', concat([c', h']))``."""
+        tf = self._tf
+        c, h = tf.split(state, 2, axis=1)
+        z = tf.nn.bias_add(tf.matmul(tf.concat([x, h], axis=1), self._kernel), self._bias)
+        i, j, f, o = tf.split(z, 4, axis=1)
+        new_c = c * tf.sigmoid(f + FORGET_BIAS) + tf.sigmoid(i) * tf.tanh(j)
+        new_h = tf.tanh(new_c) * tf.sigmoid(o)
+        return new_h, tf.concat([new_c, new_h], axis=1)
+
+    def initial_state(self, features: tf.Tensor) -> tf.Tensor:
+        """Feed the image once from a zero state.
+
+        Args:
+            features: float32 ``[B, F]`` image features.
+
+        Returns:
+            float32 ``[B, 2H]``, the state ``concat([c, h])`` before the start word.
+        """
+        tf = self._tf
+        embedded = tf.matmul(features, self._image_embedding)
+        zero = tf.zeros([tf.shape(features)[0], 2 * self.lstm_units], tf.float32)
+        return self._cell(embedded, zero)[1]
+
+    def step(self, words: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Feed one word per sequence.
+
+        Args:
+            words: int32 ``[N]`` word ids.
+            state: float32 ``[N, 2H]``.
+
+        Returns:
+            float32 ``[N, V]`` softmax over every vocabulary row, and the new ``[N, 2H]`` state.
+        """
+        tf = self._tf
+        h, new_state = self._cell(tf.gather(self._seq_embedding, words), state)
+        logits = tf.nn.bias_add(tf.matmul(h, self._logits_weights), self._logits_biases)
+        return tf.nn.softmax(logits), new_state
