@@ -13,10 +13,35 @@ from captioner.checkpoint import Im2txtWeights
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["FORGET_BIAS", "Decoder"]
+__all__ = ["FORGET_BIAS", "Decoder", "basic_lstm_cell"]
 
 # BasicLSTMCell adds this to the forget gate at run time; it is not in the stored bias.
 FORGET_BIAS = 1.0
+
+
+def basic_lstm_cell(
+    x: tf.Tensor, state: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One TF BasicLSTMCell step (gate order i, j, f, o; forget bias added at run time).
+
+    Shared by inference and training, so both compute exactly the same cell.
+
+    Args:
+        x: float32 ``[N, E]`` input.
+        state: float32 ``[N, 2H]``, ``concat([c, h])``.
+        kernel: float32 ``[E + H, 4H]``; bias: float32 ``[4H]``.
+
+    Returns:
+        ``h'`` ``[N, H]`` and the new state ``concat([c', h'])`` ``[N, 2H]``.
+    """
+    import tensorflow as tf
+
+    c, h = tf.split(state, 2, axis=1)
+    z = tf.nn.bias_add(tf.matmul(tf.concat([x, h], axis=1), kernel), bias)
+    i, j, f, o = tf.split(z, 4, axis=1)
+    new_c = c * tf.sigmoid(f + FORGET_BIAS) + tf.sigmoid(i) * tf.tanh(j)
+    new_h = tf.tanh(new_c) * tf.sigmoid(o)
+    return new_h, tf.concat([new_c, new_h], axis=1)
 
 
 class Decoder:
@@ -35,16 +60,6 @@ class Decoder:
         self._logits_weights = tf.constant(weights.logits_weights)
         self._logits_biases = tf.constant(weights.logits_biases)
 
-    def _cell(self, x: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One BasicLSTMCell step: returns ``(h', concat([c', h']))``."""
-        tf = self._tf
-        c, h = tf.split(state, 2, axis=1)
-        z = tf.nn.bias_add(tf.matmul(tf.concat([x, h], axis=1), self._kernel), self._bias)
-        i, j, f, o = tf.split(z, 4, axis=1)
-        new_c = c * tf.sigmoid(f + FORGET_BIAS) + tf.sigmoid(i) * tf.tanh(j)
-        new_h = tf.tanh(new_c) * tf.sigmoid(o)
-        return new_h, tf.concat([new_c, new_h], axis=1)
-
     def initial_state(self, features: tf.Tensor) -> tf.Tensor:
         """Feed the image once from a zero state.
 
@@ -57,7 +72,7 @@ class Decoder:
         tf = self._tf
         embedded = tf.matmul(features, self._image_embedding)
         zero = tf.zeros([tf.shape(features)[0], 2 * self.lstm_units], tf.float32)
-        return self._cell(embedded, zero)[1]
+        return basic_lstm_cell(embedded, zero, self._kernel, self._bias)[1]
 
     def step(self, words: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Feed one word per sequence.
@@ -70,6 +85,7 @@ class Decoder:
             float32 ``[N, V]`` softmax over every vocabulary row, and the new ``[N, 2H]`` state.
         """
         tf = self._tf
-        h, new_state = self._cell(tf.gather(self._seq_embedding, words), state)
+        x = tf.gather(self._seq_embedding, words)
+        h, new_state = basic_lstm_cell(x, state, self._kernel, self._bias)
         logits = tf.nn.bias_add(tf.matmul(h, self._logits_weights), self._logits_biases)
         return tf.nn.softmax(logits), new_state
