@@ -1,0 +1,652 @@
+"""Fetch, verify and install the pretrained assets, never leaving a half-installed model.
+
+The model directory ``<parent>/<name>`` only ever appears through the rename of a complete,
+verified directory. Work in progress lives beside it, on the same filesystem, so that the
+rename is atomic::
+
+    <parent>/.<name>.lock        held while installing: one installer per model directory
+    <parent>/.<name>.download/   partial downloads, kept after a failure to resume with Range
+    <parent>/.<name>.new-*/      the directory being filled; deleted on any failure
+    <parent>/.<name>.old-*/      the replaced model, deleted right after the switch
+
+Whatever stops the process (crash, Ctrl-C, full disk), ``<parent>/<name>`` holds the old
+model or the new one, or, for the instant between two renames of a replacement, nothing;
+never a mix. The next installer removes the leftovers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, Literal, Protocol
+
+from filelock import FileLock, Timeout
+from tqdm import tqdm
+
+from captioner.assets import CHECKPOINT_DIRNAME, VOCAB_FILENAME, ModelFiles, model_files_in
+from captioner.config import Settings
+from captioner.errors import AssetError, ChecksumMismatchError, OfflineError, UnsafeArchiveError
+
+__all__ = ["ProgressMode", "ensure_model", "install_model"]
+
+logger = logging.getLogger(__name__)
+
+ProgressMode = Literal["auto", "bar", "log", "off"]
+"""``bar``: a tqdm bar; ``log``: a log line every few seconds; ``auto``: bar on a terminal."""
+
+TARBALL_NAME = "assets.tar.gz"
+_CHUNK_BYTES = 256 * 1024
+_LOG_EVERY_S = 5.0
+# Besides 5xx, the statuses that mean "try again later" rather than "not here".
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+_SCHEMES = ("http", "https", "file")
+
+
+class _TransientError(Exception):
+    """A failure worth retrying from the same source: dropped connection, stall, 5xx."""
+
+
+# --- public entry points -----------------------------------------------------------------
+
+
+def ensure_model(settings: Settings, *, progress: ProgressMode = "auto") -> ModelFiles:
+    """Make sure the model the settings name is on disk, downloading it if allowed.
+
+    The server's lifespan calls this once before loading the engine. It blocks for the
+    whole download, so call it from a worker thread (``asyncio.to_thread``).
+
+    Args:
+        settings: ``checkpoint``/``vocab`` (files the user already has), ``model``
+            (``demo`` is bundled), ``model_dir``, ``offline`` and the download settings.
+        progress: how a download reports progress.
+
+    Returns:
+        The checkpoint and vocabulary to load (``settings.model_files()``).
+
+    Raises:
+        OfflineError: the pretrained model is missing and ``settings.offline`` is set; the
+            message names the command that installs it.
+        AssetError: an explicit checkpoint or vocabulary does not exist, or no source
+            provided a verified model.
+    """
+    if settings.checkpoint is None and settings.model == "im2txt":
+        missing = _missing_files(settings.model_dir, settings)
+        if missing:
+            if settings.offline:
+                raise OfflineError(_offline_message(settings.model_dir, missing))
+            install_model(settings, progress=progress)
+    files = settings.model_files()
+    if settings.checkpoint is not None or settings.model == "im2txt":
+        _require_present(files)
+    return files
+
+
+def install_model(
+    settings: Settings,
+    *,
+    force: bool = False,
+    from_file: Path | None = None,
+    vocab_file: Path | None = None,
+    progress: ProgressMode = "auto",
+) -> ModelFiles:
+    """Install the pretrained assets into ``settings.model_dir``, atomically.
+
+    The tarball comes from ``from_file`` or from the first of ``settings.download_urls``
+    that serves one whose members match ``settings.asset_sha512``; the vocabulary from
+    ``vocab_file`` or ``settings.vocab_url`` (unless the tarball itself carries a pinned
+    ``word_counts.txt``). Only the pinned members are kept.
+
+    Args:
+        settings: destination (``model_dir``), sources, pinned digests, timeouts, retries.
+        force: replace a model that is already complete.
+        from_file: a copy of ``assets.tar.gz`` to install instead of downloading it.
+        vocab_file: a copy of ``word_counts.txt`` to install instead of downloading it.
+        progress: how downloads report progress.
+
+    Returns:
+        The installed checkpoint directory and vocabulary.
+
+    Raises:
+        OfflineError: something must be downloaded and ``settings.offline`` is set.
+        ChecksumMismatchError: the only source served a file with another digest.
+        UnsafeArchiveError: the only source served a tarball with a link, a device or a
+            member outside the destination.
+        AssetError: any other failure (HTTP errors, retries exhausted, no space left, a
+            destination that holds something other than a model); several sources that
+            all failed are reported together.
+    """
+    dest = settings.model_dir.expanduser().absolute()
+    needs_vocab = VOCAB_FILENAME not in settings.asset_sha512
+    if settings.offline and (from_file is None or (needs_vocab and vocab_file is None)):
+        raise OfflineError(_offline_message(dest, _missing_files(dest, settings)))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _install_lock(dest):
+            _remove_leftovers(dest)
+            if not force and not _missing_files(dest, settings):
+                logger.info("%s already holds the model; use --force to replace it", dest)
+                return model_files_in(dest)
+            _check_replaceable(dest)
+            downloads = dest.parent / f".{dest.name}.download"
+            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+            try:
+                vocab = None
+                if needs_vocab:
+                    vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
+                if from_file is not None:
+                    _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
+                else:
+                    _download_tarball(settings, downloads, staging, progress)
+                if vocab is not None:
+                    shutil.copyfile(vocab, staging / VOCAB_FILENAME)
+                    _fsync(staging / VOCAB_FILENAME)
+                _switch_into_place(staging, dest)
+            finally:
+                _remove(staging)
+            _remove(downloads)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise AssetError(
+            f"cannot install the model in {dest}: {exc.strerror or exc}{where}"
+        ) from exc
+    logger.info("installed the model in %s", dest)
+    return model_files_in(dest)
+
+
+# --- what is there -----------------------------------------------------------------------
+
+
+def _missing_files(model_dir: Path, settings: Settings) -> list[str]:
+    """The pinned files (tarball members and vocabulary) that ``model_dir`` lacks."""
+    required = [*settings.asset_sha512, VOCAB_FILENAME]
+    return [name for name in dict.fromkeys(required) if not (model_dir / name).is_file()]
+
+
+def _require_present(files: ModelFiles) -> None:
+    """Fail with the paths, before the engine tries to load files that are not there."""
+    checkpoint = files.checkpoint
+    problems = []
+    if not (checkpoint.exists() or Path(f"{checkpoint}.index").is_file()):
+        problems.append(f"checkpoint {checkpoint} (neither a directory nor a prefix of .index)")
+    if not files.vocab.is_file():
+        problems.append(f"vocabulary {files.vocab}")
+    if problems:
+        raise AssetError("model files not found: " + "; ".join(problems))
+
+
+def _offline_message(dest: Path, missing: list[str]) -> str:
+    """Say what is missing and the exact commands that install it without this process."""
+    where = shlex.quote(str(dest))
+    detail = f" (missing: {', '.join(missing)})" if missing else ""
+    return (
+        f"{dest} needs the pretrained model{detail}, but offline mode is on "
+        "(CAPTIONER_OFFLINE), so nothing is downloaded. Install it where downloading is allowed: "
+        f"`captioner download --dest {where}`; or from copies of the files: "
+        f"`captioner download --dest {where} --from-file assets.tar.gz "
+        "--vocab-file word_counts.txt`."
+    )
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse destinations a rename cannot replace or whose contents are not ours to delete."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise AssetError(f"{dest} exists and is not a directory")
+    if os.path.ismount(dest):
+        raise AssetError(
+            f"{dest} is a mount point, which cannot be replaced atomically; "
+            f"use a directory inside it, such as {dest / 'im2txt'}"
+        )
+    foreign = sorted(
+        p.name for p in dest.iterdir() if p.name not in {CHECKPOINT_DIRNAME, VOCAB_FILENAME}
+    )
+    if foreign:
+        raise AssetError(
+            f"refusing to replace {dest}: it holds {', '.join(foreign[:5])}, which is not part "
+            "of a model; choose a new or empty directory"
+        )
+
+
+# --- installing --------------------------------------------------------------------------
+
+
+@contextmanager
+def _install_lock(dest: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``dest``, so two processes never install at once.
+
+    The lock is an OS lock on the file (released when the process dies), so a crashed
+    installer never blocks the next one; a waiting process logs why it waits.
+    """
+    lock_path = dest.parent / f".{dest.name}.lock"
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("another process is installing into %s; waiting for %s", dest, lock_path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Delete staging and replaced directories a crashed installer left (lock held)."""
+    prefixes = (f".{dest.name}.new-", f".{dest.name}.old-")
+    for path in dest.parent.iterdir():
+        if path.name.startswith(prefixes):
+            _remove(path)
+
+
+def _switch_into_place(staging: Path, dest: Path) -> None:
+    """Rename the complete ``staging`` to ``dest``, moving an old model aside first."""
+    _fsync(staging)
+    if dest.exists() or dest.is_symlink():
+        old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
+        os.rename(dest, old)
+        try:
+            os.rename(staging, dest)
+        except OSError:
+            os.rename(old, dest)
+            raise
+        _remove(old)
+    else:
+        os.rename(staging, dest)
+    _fsync(dest.parent)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or directory tree if it exists."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory entry to disk, so a power cut cannot undo a rename's content."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def _obtain_vocab(
+    settings: Settings, vocab_file: Path | None, downloads: Path, progress: ProgressMode
+) -> Path:
+    """Return a verified ``word_counts.txt``: the user's copy or a download."""
+    if vocab_file is not None:
+        _verify(vocab_file, VOCAB_FILENAME, "sha256", settings.vocab_sha256)
+        return vocab_file
+    part = _partial_path(downloads, settings.vocab_url)
+    _fetch(settings.vocab_url, part, name=VOCAB_FILENAME, settings=settings, progress=progress)
+    try:
+        _verify(part, VOCAB_FILENAME, "sha256", settings.vocab_sha256)
+    except ChecksumMismatchError:
+        part.unlink()  # wrong bytes: a later resume must not build on them
+        raise
+    return part
+
+
+def _download_tarball(
+    settings: Settings, downloads: Path, staging: Path, progress: ProgressMode
+) -> None:
+    """Fill ``staging`` from the first source whose tarball passes every check."""
+    if not settings.download_urls:
+        raise AssetError("no tarball sources: set CAPTIONER_DOWNLOAD_URLS or pass --url")
+    failures: list[tuple[str, AssetError]] = []
+    for position, url in enumerate(settings.download_urls, start=1):
+        next_hint = "; trying the next source" if position < len(settings.download_urls) else ""
+        part = _partial_path(downloads, url)
+        try:
+            _fetch(url, part, name=TARBALL_NAME, settings=settings, progress=progress)
+        except AssetError as exc:
+            failures.append((str(exc), exc))
+            logger.warning("%s%s", exc, next_hint)
+            continue
+        try:
+            _extract_verified(part, staging, settings.asset_sha512, label=url)
+            return
+        except AssetError as exc:
+            part.unlink()  # wrong bytes: a later resume must not build on them
+            _remove(staging)
+            staging.mkdir()
+            failures.append((f"{url}: {exc}", exc))
+            logger.warning("%s: rejected: %s%s", url, exc, next_hint)
+    if len(failures) == 1:
+        raise failures[0][1]
+    lines = "\n".join(f"  {line}" for line, _ in failures)
+    raise AssetError(f"no source provided a valid {TARBALL_NAME}:\n{lines}") from failures[-1][1]
+
+
+def _partial_path(downloads: Path, url: str) -> Path:
+    """Where the download of ``url`` accumulates; one file per URL, so resumes never mix."""
+    return downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.part"
+
+
+# --- fetching ----------------------------------------------------------------------------
+
+
+def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: ProgressMode) -> None:
+    """Download ``url`` into ``part``, resuming what is there; retry transient failures.
+
+    Raises:
+        AssetError: a permanent failure (4xx, bad URL), or retries exhausted; the message
+            starts with the URL.
+        OSError: ``part`` cannot be written (the partial file is removed).
+    """
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise AssetError(f"{url}: unsupported URL scheme {scheme!r} (use {', '.join(_SCHEMES)})")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    attempts = settings.download_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            _fetch_once(
+                url, part, name=name, timeout_s=settings.download_timeout_s, progress=progress
+            )
+            return
+        except _TransientError as exc:
+            if attempt == attempts:
+                raise AssetError(f"{url}: {exc} (gave up after {attempts} attempts)") from exc
+            delay_s = settings.download_backoff_s * 2 ** (attempt - 1)
+            logger.warning(
+                "%s: %s; retry %d of %d in %.1f s", url, exc, attempt, attempts - 1, delay_s
+            )
+            time.sleep(delay_s)
+
+
+def _fetch_once(
+    url: str, part: Path, *, name: str, timeout_s: float, progress: ProgressMode
+) -> None:
+    """One HTTP request: ask for the bytes after those already in ``part`` and append them."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            if _content_range(exc.headers.get("Content-Range"))[1] == offset:
+                return  # the partial file is already whole (the last run stopped after it)
+            part.unlink()
+            raise _TransientError("the server cannot resume this file; starting over") from exc
+        reason = f"HTTP {exc.code} {exc.reason}"
+        if exc.code >= 500 or exc.code in _RETRYABLE_STATUS:
+            raise _TransientError(reason) from exc
+        raise AssetError(f"{url}: {reason}") from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, (TimeoutError, ConnectionError, socket.gaierror)):
+            raise _TransientError(_describe(exc.reason, timeout_s)) from exc
+        raise AssetError(f"{url}: {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:  # while reading the status line
+        raise _TransientError(_describe(exc, timeout_s)) from exc
+    with response:
+        _receive(response, part, offset, name=name, timeout_s=timeout_s, progress=progress)
+
+
+def _receive(
+    response: http.client.HTTPResponse,
+    part: Path,
+    offset: int,
+    *,
+    name: str,
+    timeout_s: float,
+    progress: ProgressMode,
+) -> None:
+    """Write the body to ``part``: appended after a matching 206, from scratch otherwise."""
+    status = getattr(response, "status", None) or 200  # file:// responses have no status
+    if offset and not (
+        status == 206 and _content_range(response.headers.get("Content-Range"))[0] == offset
+    ):
+        logger.info("%s: the server did not resume at byte %d; starting over", name, offset)
+        offset = 0
+    length_header = response.headers.get("Content-Length")
+    length = int(length_header) if length_header and length_header.isdigit() else None
+    total = None if length is None else offset + length
+    received = 0
+    bar = _open_progress(progress, name, total, offset)
+
+    def count(chunk: bytes) -> None:
+        nonlocal received
+        received += len(chunk)
+        bar.update(len(chunk))
+
+    try:
+        chunks = _response_chunks(response, timeout_s)
+        _write_chunks(chunks, part, mode="ab" if offset else "wb", on_chunk=count)
+    except OSError:
+        part.unlink(missing_ok=True)  # a full disk: give the space back
+        raise
+    finally:
+        bar.close()
+    if length is not None and received < length:
+        raise _TransientError(f"connection closed after {offset + received} of {total} bytes")
+
+
+def _response_chunks(response: http.client.HTTPResponse, timeout_s: float) -> Iterator[bytes]:
+    """The body in chunks; network failures become ``_TransientError``, never ``OSError``."""
+    while True:
+        try:
+            chunk = response.read(_CHUNK_BYTES)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _TransientError(_describe(exc, timeout_s)) from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _describe(exc: BaseException, timeout_s: float) -> str:
+    """Name a network failure the way a user would: a stall or a lost connection."""
+    if isinstance(exc, TimeoutError):
+        return f"stalled: no data for {timeout_s:g} s"
+    return f"connection lost: {exc or type(exc).__name__}"
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """``bytes 100-199/200`` -> (100, 200); ``bytes */200`` -> (None, 200)."""
+    if not header or not header.startswith("bytes "):
+        return None, None
+    span, _, total = header[len("bytes ") :].partition("/")
+    start = span.partition("-")[0]
+    return (
+        int(start) if start.isdigit() else None,
+        int(total) if total.isdigit() else None,
+    )
+
+
+# --- verifying and unpacking -------------------------------------------------------------
+
+
+def _write_chunks(
+    chunks: Iterator[bytes], target: Path, *, mode: str = "wb", on_chunk: Callable[[bytes], None]
+) -> None:
+    """Write and fsync ``target``; any ``OSError`` escaping is the local disk's."""
+    with target.open(mode) as out:
+        for chunk in chunks:
+            out.write(chunk)
+            on_chunk(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _verify(path: Path, name: str, algorithm: str, expected: str) -> None:
+    """Raise ChecksumMismatchError unless ``path`` has the pinned digest."""
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as source:
+        while chunk := source.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    if digest.hexdigest() != expected.lower():
+        raise ChecksumMismatchError(
+            name, algorithm=algorithm, expected=expected, actual=digest.hexdigest()
+        )
+
+
+def _extract_verified(
+    tarball: Path, into: Path, expected: Mapping[str, str], *, label: str | Path
+) -> None:
+    """Unpack the pinned members of ``tarball`` into ``into``, checking each one's sha512.
+
+    Any link, device, absolute path or ``..`` member rejects the whole archive, even one
+    that would not be kept: a source serving such a tarball is not serving the model.
+
+    Raises:
+        UnsafeArchiveError: a member is unsafe or appears twice.
+        ChecksumMismatchError: a kept member's sha512 is not the pinned one.
+        AssetError: the file is not a readable tar.gz, or lacks a pinned member.
+    """
+    found: set[str] = set()
+    try:
+        with tarfile.open(tarball, "r:*") as archive:
+            for member in archive:
+                name = _checked_member_name(member)
+                if not member.isfile() or name not in expected:
+                    continue
+                if name in found:
+                    raise UnsafeArchiveError(f"{name}: appears twice in the archive")
+                found.add(name)
+                target = into / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha512()
+                _write_chunks(_member_chunks(archive, member), target, on_chunk=digest.update)
+                if digest.hexdigest() != expected[name].lower():
+                    raise ChecksumMismatchError(
+                        name, algorithm="sha512", expected=expected[name], actual=digest.hexdigest()
+                    )
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise AssetError(f"{label}: not a readable .tar.gz ({exc})") from exc
+    missing = sorted(set(expected) - found)
+    if missing:
+        raise AssetError(f"{label}: the tarball lacks {', '.join(missing)}")
+
+
+def _checked_member_name(member: tarfile.TarInfo) -> str:
+    """The member's path relative to the destination, or UnsafeArchiveError."""
+    name = member.name
+    if member.issym() or member.islnk():
+        raise UnsafeArchiveError(f"{name}: links are not allowed (-> {member.linkname})")
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"{name}: only regular files and directories are allowed")
+    path = PurePosixPath(name)
+    if path.is_absolute() or name[1:2] == ":":
+        raise UnsafeArchiveError(f"{name}: absolute paths are not allowed")
+    if ".." in path.parts:
+        raise UnsafeArchiveError(f"{name}: '..' would escape the destination")
+    return "/".join(part for part in path.parts if part != ".")
+
+
+def _member_chunks(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    """A member's bytes; corrupt or truncated data becomes AssetError, never ``OSError``."""
+    source: IO[bytes] | None = archive.extractfile(member)
+    if source is None:  # pragma: no cover - regular files always have data
+        return
+    while True:
+        try:
+            chunk = source.read(_CHUNK_BYTES)
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+            raise AssetError(f"{member.name}: the archive is truncated or corrupt ({exc})") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class _Progress(Protocol):
+    def update(self, n: int) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def _open_progress(mode: ProgressMode, name: str, total: int | None, initial: int) -> _Progress:
+    """A bar on a terminal, log lines in logs and pipes (a redrawn bar there is noise)."""
+    if mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "log"
+    if mode == "bar":
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=name,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+    if mode == "log":
+        return _LogProgress(name, total, initial)
+    return _NoProgress()
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _LogProgress:
+    """Progress as one log line at the start, one every few seconds and one at the end."""
+
+    def __init__(self, name: str, total: int | None, initial: int) -> None:
+        self._name = name
+        self._total = total
+        self._done = self._initial = initial
+        self._started_s = self._logged_s = time.monotonic()
+        size = _size(total) if total is not None else "an unknown size"
+        resume = f", resuming after {_size(initial)}" if initial else ""
+        logger.info("%s: downloading %s%s", name, size, resume)
+
+    def update(self, n: int) -> None:
+        self._done += n
+        now_s = time.monotonic()
+        if now_s - self._logged_s >= _LOG_EVERY_S:
+            self._logged_s = now_s
+            logger.info("%s: %s", self._name, self._status(now_s))
+
+    def close(self) -> None:
+        logger.info("%s: %s", self._name, self._status(time.monotonic()))
+
+    def _status(self, now_s: float) -> str:
+        rate = (self._done - self._initial) / max(now_s - self._started_s, 1e-6)
+        if self._total:
+            percent = 100 * self._done / self._total
+            return f"{_size(self._done)} of {_size(self._total)} ({percent:.0f}%), {_size(rate)}/s"
+        return f"{_size(self._done)}, {_size(rate)}/s"
+
+
+def _size(n_bytes: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB"):
+        if n_bytes < 1024:
+            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{n_bytes:.0f} B"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} GiB"
