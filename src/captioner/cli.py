@@ -8,9 +8,11 @@ Heavy modules (TensorFlow, the server) are imported inside each command so that
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -37,6 +39,122 @@ def _reports_errors(func: F) -> F:
 @click.version_option(package_name="captioner")
 def cli() -> None:
     """Caption images with the Show and Tell (im2txt) model, serve it, train it."""
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="Checkpoint prefix or directory. [default: the model directory's]",
+)
+@click.option(
+    "--vocab",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="word_counts.txt. [default: next to the checkpoint]",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["im2txt", "demo"]),
+    default=None,
+    help="'demo': the bundled demo model. [default: im2txt]",
+)
+@click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--max-length", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Images per engine call.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line.")
+@_reports_errors
+def caption(
+    images: tuple[Path, ...],
+    checkpoint: Path | None,
+    vocab: Path | None,
+    model: str | None,
+    beam_size: int,
+    max_length: int,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Caption IMAGE files (JPEG, PNG, GIF, BMP, WebP, TIFF).
+
+    A file that cannot be read or decoded is reported for itself; the others are still
+    captioned, and the exit status is 1 at the end.
+    """
+    import numpy as np
+
+    from captioner.config import Settings
+    from captioner.engine import Captioner
+
+    overrides: dict[str, Any] = {"checkpoint": checkpoint, "vocab": vocab}
+    if model is not None:
+        overrides["model"] = model
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    files = settings.model_files()
+    if not files.checkpoint.exists():
+        raise click.ClickException(
+            f"no model found at {files.checkpoint.parent}. Get the pretrained model with "
+            "'captioner download' (or point at one with --checkpoint/--vocab, or use "
+            "--model demo for the bundled demo model)."
+        )
+    captioner = Captioner.load(
+        files.checkpoint, files.vocab, max_image_pixels=settings.max_image_pixels
+    )
+
+    failed = False
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        outcomes: list[Any] = []  # per image, in order: pixels or an error message
+        for path in chunk:
+            try:
+                outcomes.append(captioner.preprocess(path.read_bytes()))
+            except OSError as exc:
+                outcomes.append(exc.strerror or str(exc))
+            except CaptionerError as exc:
+                outcomes.append(str(exc))
+        good = [o for o in outcomes if not isinstance(o, str)]
+        results = iter(
+            captioner.caption_arrays(np.stack(good), beam_size, max_length) if good else []
+        )
+        for path, outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, str):
+                failed = True
+                _print_error(str(path), outcome, as_json)
+            else:
+                _print_captions(str(path), next(results), as_json)
+    if failed:
+        sys.exit(1)
+
+
+def _print_captions(image: str, captions: list[Any], as_json: bool) -> None:
+    """One image's captions: a JSON line, or a readable ranked list."""
+    if as_json:
+        predictions = [
+            {
+                "index": str(rank),
+                "caption": c.text,
+                "probability": c.probability,
+                "logprob": c.logprob,
+            }
+            for rank, c in enumerate(captions)
+        ]
+        click.echo(json.dumps({"image": image, "predictions": predictions}))
+        return
+    click.echo(image)
+    for rank, c in enumerate(captions, start=1):
+        click.echo(f"  {rank}. p={c.probability:.6g}  logprob={c.logprob:.4f}  {c.text}")
+
+
+def _print_error(image: str, message: str, as_json: bool) -> None:
+    """A per-image failure: on stdout as JSON (one line per image), else on stderr."""
+    if as_json:
+        click.echo(json.dumps({"image": image, "error": message}))
+    else:
+        click.echo(f"{image}: error: {message}", err=True)
 
 
 def main() -> None:
