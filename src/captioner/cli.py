@@ -157,6 +157,65 @@ def _print_error(image: str, message: str, as_json: bool) -> None:
         click.echo(f"{image}: error: {message}", err=True)
 
 
+@cli.command()
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to install into. [default: CAPTIONER_MODEL_DIR or the user cache]",
+)
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    help="A tarball source; repeat for mirrors, tried in order. [default: the built-in ones]",
+)
+@click.option("--force", is_flag=True, help="Replace a model that is already installed.")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Install this copy of assets.tar.gz instead of downloading it.",
+)
+@click.option(
+    "--vocab-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Install this copy of word_counts.txt instead of downloading it.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output, only errors.")
+@_reports_errors
+def download(
+    dest: Path | None,
+    urls: tuple[str, ...],
+    force: bool,
+    from_file: Path | None,
+    vocab_file: Path | None,
+    quiet: bool,
+) -> None:
+    """Download, verify and install the pretrained im2txt model.
+
+    Every file is checked against its pinned digest, and the model directory is switched
+    in only when complete, so an interrupted run leaves the old state; rerun to resume.
+    """
+    import logging
+
+    from captioner.config import Settings
+    from captioner.download import install_model
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    overrides: dict[str, Any] = {}
+    if dest is not None:
+        overrides["model_dir"] = dest
+    if urls:
+        overrides["download_urls"] = list(urls)
+    files = install_model(
+        Settings(**overrides),
+        force=force,
+        from_file=from_file,
+        vocab_file=vocab_file,
+        progress="off" if quiet else "auto",
+    )
+    click.echo(files.checkpoint.parent)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="captioner")
