@@ -1,0 +1,550 @@
+"""The downloader against a real HTTP server on 127.0.0.1 serving tarballs in the real layout.
+
+The pinned digests are replaced by the test tarball's own through the public settings
+(``asset_sha512``, ``vocab_sha256``), exactly as for a private mirror. After every failure
+the model directory must be exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from filelock import FileLock
+
+from captioner.assets import DEMO_MODEL_DIR, PINNED_ASSET_SHA512, model_files_in
+from captioner.cli import cli
+from captioner.config import Settings
+from captioner.download import ensure_model, install_model
+from captioner.errors import (
+    AssetError,
+    ChecksumMismatchError,
+    OfflineError,
+    UnsafeArchiveError,
+)
+from http_fixtures import (
+    MEMBER_NAMES,
+    Assets,
+    AssetServer,
+    Route,
+    make_assets,
+    snapshot,
+    tar_gz,
+)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "download_checkpoint.py"
+
+
+@pytest.fixture(autouse=True)
+def _no_captioner_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("CAPTIONER_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def server() -> Iterator[AssetServer]:
+    asset_server = AssetServer()
+    yield asset_server
+    asset_server.stop()
+
+
+@pytest.fixture
+def assets() -> Assets:
+    return make_assets()
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    return tmp_path / "models" / "im2txt"
+
+
+def serve(server: AssetServer, assets: Assets, tarball: Route | None = None) -> None:
+    server.routes["/assets.tar.gz"] = tarball or Route(assets.tarball)
+    server.routes["/word_counts.txt"] = Route(assets.vocab)
+
+
+def settings_for(
+    server: AssetServer, model_dir: Path, assets: Assets, paths: tuple[str, ...] = (), **kw
+) -> Settings:
+    """Settings a user with a private mirror would write: sources, pins, short timeouts."""
+    values = {
+        "model_dir": model_dir,
+        "download_urls": [server.url(p) for p in paths or ("/assets.tar.gz",)],
+        "vocab_url": server.url("/word_counts.txt"),
+        "asset_sha512": assets.sha512,
+        "vocab_sha256": assets.vocab_sha256,
+        "download_timeout_s": 2.0,
+        "download_retries": 1,
+        "download_backoff_s": 0.0,
+        **kw,
+    }
+    return Settings(**values)
+
+
+def assert_installed(model_dir: Path, assets: Assets) -> None:
+    """Exactly the pinned members and the vocabulary, byte for byte, and no leftovers beside."""
+    expected = dict(assets.members)
+    expected["word_counts.txt"] = assets.vocab
+    files = {k: v for k, v in snapshot(model_dir).items() if v is not None}
+    assert files == expected
+    siblings = {p.name for p in model_dir.parent.iterdir()} - {model_dir.name, ".im2txt.lock"}
+    assert siblings == set()
+
+
+def assert_no_work_left(model_dir: Path) -> None:
+    """No staging or replaced directory beside the model (partial downloads may stay)."""
+    names = [p.name for p in model_dir.parent.iterdir()] if model_dir.parent.exists() else []
+    assert not [n for n in names if ".new-" in n or ".old-" in n]
+
+
+def install_old_model(
+    server: AssetServer, model_dir: Path, assets: Assets
+) -> dict[str, bytes | None]:
+    serve(server, assets)
+    install_model(settings_for(server, model_dir, assets), progress="off")
+    server.requests.clear()
+    return snapshot(model_dir)
+
+
+def test_test_tarball_has_the_pinned_layout(assets: Assets) -> None:
+    assert set(MEMBER_NAMES) == set(PINNED_ASSET_SHA512) == set(assets.members)
+
+
+def test_download_installs_every_verified_file(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    files = install_model(settings_for(server, model_dir, assets), progress="off")
+    assert files == model_files_in(model_dir.absolute())
+    assert_installed(model_dir, assets)
+    assert server.paths_requested() == ["/word_counts.txt", "/assets.tar.gz"]
+
+
+def test_members_that_are_not_pinned_are_not_kept(server: AssetServer, model_dir: Path) -> None:
+    assets = make_assets(extra={"checkpoint/README": b"hello", "notes.txt": b"x"})
+    serve(server, assets)
+    install_model(settings_for(server, model_dir, assets), progress="off")
+    assert_installed(model_dir, assets)
+
+
+def test_missing_first_source_falls_back_to_the_mirror(
+    server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(server, assets)
+    settings = settings_for(server, model_dir, assets, ("/moved/assets.tar.gz", "/assets.tar.gz"))
+    install_model(settings, progress="off")
+    assert_installed(model_dir, assets)
+    assert server.paths_requested()[1:] == ["/moved/assets.tar.gz", "/assets.tar.gz"]
+    assert "HTTP 404" in caplog.text
+
+
+def test_dropped_connection_resumes_with_range(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets, Route(assets.tarball, "drop_first"))
+    install_model(settings_for(server, model_dir, assets), progress="off")
+    assert_installed(model_dir, assets)
+    tarball_requests = [r for r in server.requests if r.path == "/assets.tar.gz"]
+    assert [r.range for r in tarball_requests] == [None, f"bytes={len(assets.tarball) // 2}-"]
+
+
+def test_interrupted_download_resumes_on_the_next_run(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets, Route(assets.tarball, "drop_first"))
+    settings = settings_for(server, model_dir, assets, download_retries=0)
+    with pytest.raises(AssetError, match="connection closed after"):
+        install_model(settings, progress="off")
+    assert not model_dir.exists()
+    assert_no_work_left(model_dir)
+
+    install_model(settings, progress="off")
+    assert_installed(model_dir, assets)
+    tarball_ranges = [r.range for r in server.requests if r.path == "/assets.tar.gz"]
+    assert tarball_ranges == [None, f"bytes={len(assets.tarball) // 2}-"]
+    # The vocabulary was whole after the first run: the second only confirms it (416).
+    vocab_ranges = [r.range for r in server.requests if r.path == "/word_counts.txt"]
+    assert vocab_ranges == [None, f"bytes={len(assets.vocab)}-"]
+
+
+def test_server_errors_are_retried_with_backoff(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets, Route(assets.tarball, "error_first", failures=2))
+    settings = settings_for(server, model_dir, assets, download_retries=2, download_backoff_s=0.05)
+    started = time.monotonic()
+    install_model(settings, progress="off")
+    assert time.monotonic() - started >= 0.05 + 0.1  # backoff doubles: 0.05 s, then 0.1 s
+    assert_installed(model_dir, assets)
+    assert server.paths_requested().count("/assets.tar.gz") == 3
+
+
+def test_retries_are_bounded_and_leave_the_old_model(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    before = install_old_model(server, model_dir, assets)
+    serve(server, assets, Route(assets.tarball, "error_first", failures=99))
+    with pytest.raises(AssetError, match=r"HTTP 503 .*gave up after 2 attempts"):
+        install_model(settings_for(server, model_dir, assets), force=True, progress="off")
+    assert snapshot(model_dir) == before
+    assert server.paths_requested().count("/assets.tar.gz") == 2
+    assert_no_work_left(model_dir)
+
+
+def test_wrong_checksum_is_rejected_and_the_old_model_untouched(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    before = install_old_model(server, model_dir, assets)
+    tampered = make_assets(seed=7)
+    serve(server, assets, Route(tampered.tarball))
+    with pytest.raises(ChecksumMismatchError) as caught:
+        install_model(settings_for(server, model_dir, assets), force=True, progress="off")
+    error = caught.value
+    assert error.name in assets.members
+    assert error.algorithm == "sha512"
+    message = str(error)
+    assert error.name in message
+    assert assets.sha512[error.name] in message
+    assert tampered.sha512[error.name] in message
+    assert snapshot(model_dir) == before
+    assert_no_work_left(model_dir)
+    # The wrong bytes are not kept for a later resume.
+    left = [p.read_bytes() for p in (model_dir.parent / ".im2txt.download").glob("*.part")]
+    assert tampered.tarball not in left
+
+
+def test_source_with_wrong_checksum_is_skipped_for_the_next(
+    server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(server, assets)
+    server.routes["/bad.tar.gz"] = Route(make_assets(seed=7).tarball)
+    settings = settings_for(server, model_dir, assets, ("/bad.tar.gz", "/assets.tar.gz"))
+    install_model(settings, progress="off")
+    assert_installed(model_dir, assets)
+    assert "sha512 mismatch" in caplog.text
+    assert "/bad.tar.gz" in caplog.text
+
+
+def test_every_source_failing_is_reported_together(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    server.routes["/bad.tar.gz"] = Route(make_assets(seed=7).tarball)
+    settings = settings_for(server, model_dir, assets, ("/gone.tar.gz", "/bad.tar.gz"))
+    with pytest.raises(AssetError) as caught:
+        install_model(settings, progress="off")
+    message = str(caught.value)
+    assert "/gone.tar.gz: HTTP 404" in message
+    assert "/bad.tar.gz: checkpoint/" in message and "sha512 mismatch" in message
+    assert snapshot(model_dir) == {}
+
+
+def test_wrong_vocabulary_checksum_installs_nothing(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    server.routes["/word_counts.txt"] = Route(b"a 1\nb 2\n")
+    with pytest.raises(ChecksumMismatchError) as caught:
+        install_model(settings_for(server, model_dir, assets), progress="off")
+    assert caught.value.name == "word_counts.txt"
+    assert caught.value.algorithm == "sha256"
+    assert assets.vocab_sha256 in str(caught.value)
+    assert snapshot(model_dir) == {}
+    assert "/assets.tar.gz" not in server.paths_requested()  # failed before the big download
+
+
+def _entry(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info
+
+
+@pytest.mark.parametrize(
+    ("extra_members", "extra_infos", "reason"),
+    [
+        ({"../evil": b"pwned"}, [], "'..' would escape"),
+        ({"checkpoint/../../evil": b"pwned"}, [], "'..' would escape"),
+        ({"/tmp/evil": b"pwned"}, [], "absolute paths"),
+        ({}, [_entry("checkpoint/link", tarfile.SYMTYPE, "/etc/passwd")], "links"),
+        ({}, [_entry("checkpoint/hard", tarfile.LNKTYPE, "checkpoint/checkpoint")], "links"),
+        ({}, [_entry("checkpoint/tty", tarfile.CHRTYPE)], "only regular files"),
+        ({}, [_entry("checkpoint/pipe", tarfile.FIFOTYPE)], "only regular files"),
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "device", "fifo"],
+)
+def test_unsafe_tarball_is_rejected(
+    server: AssetServer,
+    assets: Assets,
+    model_dir: Path,
+    extra_members: dict[str, bytes],
+    extra_infos: list[tarfile.TarInfo],
+    reason: str,
+) -> None:
+    # The unsafe entry comes after the real files, so extraction had already begun.
+    evil = tar_gz({**assets.members, **extra_members}, extra_infos=extra_infos)
+    serve(server, assets, Route(evil))
+    with pytest.raises(UnsafeArchiveError, match=reason):
+        install_model(settings_for(server, model_dir, assets), progress="off")
+    assert snapshot(model_dir) == {}
+    assert not (model_dir.parent / "evil").exists()
+    assert not (model_dir.parent.parent / "evil").exists()
+    assert_no_work_left(model_dir)
+
+
+def test_stalled_server_times_out(server: AssetServer, assets: Assets, model_dir: Path) -> None:
+    before = install_old_model(server, model_dir, assets)
+    serve(server, assets, Route(assets.tarball, "stall"))
+    settings = settings_for(server, model_dir, assets, download_timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(AssetError, match=r"stalled: no data for 0.3 s .*gave up after 2"):
+        install_model(settings, force=True, progress="off")
+    assert time.monotonic() - started < 3
+    assert snapshot(model_dir) == before
+    assert_no_work_left(model_dir)
+
+
+def test_offline_fails_fast_naming_the_commands(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    started = time.monotonic()
+    with pytest.raises(OfflineError) as caught:
+        ensure_model(settings_for(server, model_dir, assets, offline=True))
+    assert time.monotonic() - started < 1
+    message = str(caught.value)
+    assert f"`captioner download --dest {model_dir.absolute()}`" in message
+    assert "--from-file assets.tar.gz --vocab-file word_counts.txt" in message
+    assert "word_counts.txt" in message and "checkpoint/checkpoint" in message
+    assert server.requests == []
+    assert not model_dir.parent.exists()
+
+
+def test_offline_installs_from_files(
+    server: AssetServer, assets: Assets, model_dir: Path, tmp_path: Path
+) -> None:
+    tarball, vocab = tmp_path / "assets.tar.gz", tmp_path / "word_counts.txt"
+    tarball.write_bytes(assets.tarball)
+    vocab.write_bytes(assets.vocab)
+    settings = settings_for(server, model_dir, assets, offline=True)
+    install_model(settings, from_file=tarball, vocab_file=vocab, progress="off")
+    assert_installed(model_dir, assets)
+    assert server.requests == []
+    with pytest.raises(OfflineError, match="--vocab-file"):
+        install_model(settings, force=True, from_file=tarball, progress="off")
+
+
+def test_ensure_model_uses_a_complete_directory_without_network(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    files = ensure_model(settings_for(server, model_dir, assets), progress="off")
+    assert files == model_files_in(model_dir)
+    assert_installed(model_dir, assets)
+    server.requests.clear()
+    assert ensure_model(settings_for(server, model_dir, assets, offline=True)) == files
+    assert server.requests == []
+
+
+def test_ensure_model_checks_explicit_files_and_never_downloads(
+    server: AssetServer, assets: Assets, tmp_path: Path
+) -> None:
+    settings = settings_for(server, tmp_path / "unused", assets, checkpoint=tmp_path / "nope")
+    with pytest.raises(AssetError, match=r"checkpoint .*nope.*vocabulary"):
+        ensure_model(settings)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.ckpt-5.index").write_bytes(b"x")
+    (tmp_path / "mine" / "word_counts.txt").write_bytes(assets.vocab)
+    prefix = tmp_path / "mine" / "model.ckpt-5"
+    files = ensure_model(settings_for(server, tmp_path / "unused", assets, checkpoint=prefix))
+    assert (files.checkpoint, files.vocab) == (prefix, tmp_path / "mine" / "word_counts.txt")
+    demo = ensure_model(settings_for(server, tmp_path / "unused", assets, model="demo"))
+    assert demo == model_files_in(DEMO_MODEL_DIR)
+    assert server.requests == []
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_second_installer_waits_for_the_lock(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    model_dir.parent.mkdir(parents=True)
+    other_process = FileLock(str(model_dir.parent / ".im2txt.lock"))
+    other_process.acquire()
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            install_model(settings_for(server, model_dir, assets), progress="off")
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=install)
+    worker.start()
+    time.sleep(0.3)
+    assert worker.is_alive()
+    assert server.requests == []
+    other_process.release()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and errors == []
+    assert_installed(model_dir, assets)
+
+
+def test_two_concurrent_installs_download_once(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    results: list[object] = []
+
+    def install() -> None:
+        try:
+            results.append(install_model(settings_for(server, model_dir, assets), progress="off"))
+        except BaseException as exc:
+            results.append(exc)
+
+    workers = [threading.Thread(target=install) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert results == [model_files_in(model_dir.absolute())] * 2
+    assert server.paths_requested().count("/assets.tar.gz") == 1
+    assert_installed(model_dir, assets)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
+def test_full_disk_leaves_nothing_behind(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    resource = pytest.importorskip("resource")
+    before = install_old_model(server, model_dir, assets)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Writes past 32 KiB now fail with EFBIG, as they would on a full disk.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+    try:
+        with pytest.raises(AssetError, match=r"cannot install the model in .*File too large"):
+            install_model(settings_for(server, model_dir, assets), force=True, progress="off")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert snapshot(model_dir) == before
+    assert_no_work_left(model_dir)
+    # The half-written tarball is deleted to give the space back; the small, whole
+    # vocabulary download may stay for the next run.
+    left = [p.read_bytes() for p in (model_dir.parent / ".im2txt.download").glob("*.part")]
+    assert left in ([], [assets.vocab])
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_model(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    model_dir.mkdir(parents=True)
+    (model_dir / "thesis.tex").write_text("years of work")
+    with pytest.raises(AssetError, match=r"refusing to replace .*thesis\.tex"):
+        install_model(settings_for(server, model_dir, assets), progress="off")
+    assert snapshot(model_dir) == {"thesis.tex": b"years of work"}
+
+
+def test_leftovers_of_a_crashed_installer_are_removed(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    for leftover in (".im2txt.new-abc123", ".im2txt.old-deadbeef"):
+        (model_dir.parent / leftover / "checkpoint").mkdir(parents=True)
+    install_model(settings_for(server, model_dir, assets), progress="off")
+    assert_installed(model_dir, assets)
+
+
+def test_log_progress_says_size_percent_and_rate(
+    server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(server, assets)
+    caplog.set_level("INFO", logger="captioner.download")
+    install_model(settings_for(server, model_dir, assets), progress="log")
+    kib = f"{len(assets.tarball) / 1024:.1f} KiB"
+    assert f"assets.tar.gz: downloading {kib}" in caplog.text
+    assert f"assets.tar.gz: {kib} of {kib} (100%), " in caplog.text
+    assert "/s" in caplog.text
+
+
+def test_bar_progress_shows_size_and_rate(
+    server: AssetServer, assets: Assets, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve(server, assets)
+    install_model(settings_for(server, model_dir, assets), progress="bar")
+    err = capsys.readouterr().err
+    assert "assets.tar.gz: 100%" in err
+    assert "B/s" in err
+
+
+def _cli_env(server: AssetServer, assets: Assets) -> dict[str, str]:
+    """The environment a private-mirror user would set: the same settings, as variables."""
+    return {
+        "CAPTIONER_ASSET_SHA512": json.dumps(assets.sha512),
+        "CAPTIONER_VOCAB_SHA256": assets.vocab_sha256,
+        "CAPTIONER_VOCAB_URL": server.url("/word_counts.txt"),
+        "CAPTIONER_DOWNLOAD_TIMEOUT_S": "2",
+        "CAPTIONER_DOWNLOAD_BACKOFF_S": "0",
+    }
+
+
+def test_cli_download_installs_and_prints_the_directory(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    args = ["download", "--dest", str(model_dir), "--quiet"]
+    args += ["--url", server.url("/gone.tar.gz"), "--url", server.url("/assets.tar.gz")]
+    result = CliRunner().invoke(cli, args, env=_cli_env(server, assets))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == str(model_dir.absolute())
+    assert_installed(model_dir, assets)
+    again = CliRunner().invoke(cli, args, env=_cli_env(server, assets))
+    assert again.exit_code == 0
+    assert server.paths_requested().count("/assets.tar.gz") == 1  # already installed
+
+
+def test_cli_download_failure_is_one_error_line(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    args = ["download", "--dest", str(model_dir), "-q", "--url", server.url("/gone.tar.gz")]
+    result = CliRunner().invoke(cli, args, env=_cli_env(server, assets))
+    assert result.exit_code == 1
+    assert "Error: " in result.output and "/gone.tar.gz: HTTP 404 Not Found" in result.output
+    assert "Traceback" not in result.output
+    assert snapshot(model_dir) == {}
+
+
+def test_script_installs_from_files(
+    monkeypatch: pytest.MonkeyPatch,
+    server: AssetServer,
+    assets: Assets,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    tarball, vocab = tmp_path / "assets.tar.gz", tmp_path / "word_counts.txt"
+    tarball.write_bytes(assets.tarball)
+    vocab.write_bytes(assets.vocab)
+    for key, value in _cli_env(server, assets).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CAPTIONER_OFFLINE", "1")
+    argv = [str(SCRIPT), "--dest", str(model_dir), "--from-file", str(tarball)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--vocab-file", str(vocab), "-q"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert exited.value.code == 0
+    assert_installed(model_dir, assets)
+    assert server.requests == []
