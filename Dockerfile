@@ -1,0 +1,81 @@
+# syntax=docker/dockerfile:1
+#
+# captioner: the Show and Tell caption server as a non-root image, port 5000.
+#
+#   docker build -t captioner .                                   # model fetched at first start
+#   docker build --build-arg MODEL_SOURCE=baked -t captioner:baked .   # model inside the image
+#   docker run -p 5000:5000 -v captioner-model:/var/lib/captioner captioner
+#   docker run -p 5000:5000 captioner serve --model demo          # bundled demo, no network
+#
+# Build arguments:
+#   PYTHON_IMAGE   the slim CPython base, pinned to a patch release.
+#   MODEL_SOURCE   "volume" (default): the server downloads and verifies the checkpoint at
+#                  first start into the /var/lib/captioner volume, so the image stays small
+#                  and the download happens once per volume. "baked": `captioner download`
+#                  fetches and verifies it at build time and the image runs offline.
+#   DOWNLOAD_URLS  with MODEL_SOURCE=baked: tarball mirrors to try, comma-separated.
+#   VOCAB_URL      with MODEL_SOURCE=baked: where word_counts.txt comes from.
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG MODEL_SOURCE=volume
+
+# --- build: the package and its pinned dependencies in a venv, nothing else kept ---------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/captioner
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY docker/constraints.txt docker/
+COPY src/ src/
+RUN /opt/captioner/bin/pip install --constraint docker/constraints.txt .
+
+# --- runtime: the venv on a clean base, run as uid 10001 ---------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+# TF_CPP_MIN_LOG_LEVEL=1 keeps TensorFlow's warnings and drops its start-up INFO chatter.
+ENV PATH=/opt/captioner/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    CAPTIONER_HOST=0.0.0.0 \
+    CAPTIONER_PORT=5000
+RUN groupadd --system --gid 10001 captioner \
+    && useradd --system --no-log-init --uid 10001 --gid captioner \
+        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin captioner \
+    && install --directory --owner=10001 --group=10001 /var/lib/captioner
+COPY --from=build /opt/captioner /opt/captioner
+COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/captioner-entrypoint
+EXPOSE 5000
+# Readiness, not liveness: "healthy" means the model is loaded and requests are served.
+# Python rather than curl, which the slim base lacks; a first download can take minutes.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('CAPTIONER_PORT', '5000'), timeout=4)"]
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/captioner-entrypoint"]
+CMD ["serve"]
+
+# --- MODEL_SOURCE=baked: the verified checkpoint inside the image ------------------------
+FROM build AS fetch
+ARG DOWNLOAD_URLS=""
+ARG VOCAB_URL=""
+# Empty values fall back to the built-in sources (Settings ignores empty variables).
+RUN CAPTIONER_DOWNLOAD_URLS="${DOWNLOAD_URLS}" CAPTIONER_VOCAB_URL="${VOCAB_URL}" \
+    /opt/captioner/bin/captioner download --quiet --dest /model
+
+FROM runtime AS model-baked
+# Owned by root, read-only for the server's uid: nothing at run time can alter the weights.
+COPY --from=fetch /model /opt/captioner-model
+ENV CAPTIONER_MODEL_DIR=/opt/captioner-model \
+    CAPTIONER_OFFLINE=true
+
+# --- MODEL_SOURCE=volume: downloaded once into the volume at first start -----------------
+FROM runtime AS model-volume
+# The download lock and staging directories sit beside the model: the volume root must be
+# writable by the server, which it is (a new named volume copies this directory's owner).
+ENV CAPTIONER_MODEL_DIR=/var/lib/captioner/model
+VOLUME ["/var/lib/captioner"]
+
+# The final image is one of the two stages above, chosen by MODEL_SOURCE; hadolint takes
+# the variable stage name for an untagged image.
+# hadolint ignore=DL3006
+FROM model-${MODEL_SOURCE}
