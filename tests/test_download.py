@@ -353,7 +353,9 @@ def test_ensure_model_uses_a_complete_directory_without_network(
     assert files == model_files_in(model_dir)
     assert_installed(model_dir, assets)
     server.requests.clear()
-    assert ensure_model(settings_for(server, model_dir, assets, offline=True)) == files
+    offline = settings_for(server, model_dir, assets, offline=True)
+    assert ensure_model(offline) == files
+    assert install_model(offline, progress="off") == model_files_in(model_dir.absolute())
     assert server.requests == []
 
 

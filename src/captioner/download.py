@@ -133,8 +133,10 @@ def install_model(
             all failed are reported together.
     """
     dest = settings.model_dir.expanduser().absolute()
-    needs_vocab = VOCAB_FILENAME not in settings.asset_sha512
-    if settings.offline and (from_file is None or (needs_vocab and vocab_file is None)):
+    needs_network = from_file is None or (
+        VOCAB_FILENAME not in settings.asset_sha512 and vocab_file is None
+    )
+    if settings.offline and needs_network and (force or _missing_files(dest, settings)):
         raise OfflineError(_offline_message(dest, _missing_files(dest, settings)))
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -147,16 +149,7 @@ def install_model(
             downloads = dest.parent / f".{dest.name}.download"
             staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
             try:
-                vocab = None
-                if needs_vocab:
-                    vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
-                if from_file is not None:
-                    _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
-                else:
-                    _download_tarball(settings, downloads, staging, progress)
-                if vocab is not None:
-                    shutil.copyfile(vocab, staging / VOCAB_FILENAME)
-                    _fsync(staging / VOCAB_FILENAME)
+                _fill(staging, settings, downloads, from_file, vocab_file, progress)
                 _switch_into_place(staging, dest)
             finally:
                 _remove(staging)
@@ -168,6 +161,27 @@ def install_model(
         ) from exc
     logger.info("installed the model in %s", dest)
     return model_files_in(dest)
+
+
+def _fill(
+    staging: Path,
+    settings: Settings,
+    downloads: Path,
+    from_file: Path | None,
+    vocab_file: Path | None,
+    progress: ProgressMode,
+) -> None:
+    """Put every verified file into ``staging``; the vocabulary first, as it fails fastest."""
+    vocab = None
+    if VOCAB_FILENAME not in settings.asset_sha512:
+        vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
+    if from_file is not None:
+        _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
+    else:
+        _download_tarball(settings, downloads, staging, progress)
+    if vocab is not None:
+        shutil.copyfile(vocab, staging / VOCAB_FILENAME)
+        _fsync(staging / VOCAB_FILENAME)
 
 
 # --- what is there -----------------------------------------------------------------------
@@ -258,7 +272,9 @@ def _remove_leftovers(dest: Path) -> None:
 
 def _switch_into_place(staging: Path, dest: Path) -> None:
     """Rename the complete ``staging`` to ``dest``, moving an old model aside first."""
-    _fsync(staging)
+    for directory in (staging / CHECKPOINT_DIRNAME, staging):
+        if directory.is_dir():
+            _fsync(directory)
     if dest.exists() or dest.is_symlink():
         old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
         os.rename(dest, old)
