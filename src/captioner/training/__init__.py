@@ -1,0 +1,1 @@
+"""Training on your own captions: data readers, tokenisation, vocabulary, synthetic scenes."""
