@@ -74,7 +74,7 @@ def write_vocabulary(path: Path, words_in_file: int) -> Path:
     descending.
     """
     words = ["a", "<S>", "</S>"] + [f"w{i}" for i in range(3, words_in_file)]
-    path.write_text("".join(f"{w} {10_000 - i}\n" for i, w in enumerate(words)))
+    path.write_text("".join(f"{w} {1_000_000 - i}\n" for i, w in enumerate(words)))
     return path
 
 
@@ -88,6 +88,7 @@ def write_random_checkpoint(
     lstm_units: int = 24,
     seed: int = 0,
     lstm_naming: int = 0,
+    end_bias: float = 1.5,
     prefix_name: str = "model.ckpt-1234",
 ) -> ModelFiles:
     """Write ``directory/checkpoint/<prefix_name>.*`` and ``directory/word_counts.txt``.
@@ -104,6 +105,7 @@ def write_random_checkpoint(
         lstm_units=lstm_units,
         seed=seed,
         lstm_naming=lstm_naming,
+        end_bias=end_bias,
     )
     save_checkpoint(directory / "checkpoint" / prefix_name, tensors)
     vocab = write_vocabulary(directory / "word_counts.txt", words_in_file)
