@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     _split = field_validator("download_urls", "cors_origins", mode="before")(
         classmethod(lambda cls, value: _split_list(value))
     )
+    _expand = field_validator("model_dir", "checkpoint", "vocab", mode="after")(
+        classmethod(lambda cls, value: value.expanduser() if value is not None else None)
+    )
 
     def model_files(self) -> ModelFiles:
         """The checkpoint and vocabulary to load, from ``model``, ``checkpoint`` and ``vocab``.
