@@ -216,6 +216,57 @@ def download(
     click.echo(files.checkpoint.parent)
 
 
+@cli.command()
+@click.option("--host", help="Interface to listen on. [default: 0.0.0.0]")
+@click.option("--port", type=click.IntRange(1, 65535), help="[default: 5000]")
+@click.option(
+    "--model",
+    type=click.Choice(["im2txt", "demo"]),
+    help="'im2txt': the pretrained model (downloaded if missing); 'demo': bundled.",
+)
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="Serve this checkpoint (prefix or directory) instead.",
+)
+@click.option(
+    "--vocab",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="word_counts.txt. [default: next to the checkpoint]",
+)
+@click.option("--offline", is_flag=True, default=None, help="Never download the model.")
+@click.option("--max-batch-size", type=click.IntRange(1, 256), help="[default: 8]")
+@click.option("--max-batch-wait-ms", type=click.FloatRange(0), help="[default: 5]")
+@click.option("--max-queue-size", type=click.IntRange(1), help="[default: 64]")
+@click.option("--request-timeout-s", type=click.FloatRange(0, min_open=True), help="[default: 30]")
+@click.option("--drain-timeout-s", type=click.FloatRange(0), help="[default: 20]")
+@click.option("--max-upload-bytes", type=click.IntRange(1), help="[default: 10485760]")
+@click.option("--cors-enable", is_flag=True, default=None, help="Allow every origin (MAX's).")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow this origin; repeat.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@_reports_errors
+def serve(**options: Any) -> None:
+    """Serve the MAX-compatible caption API (uvicorn).
+
+    Every option is also an environment variable, CAPTIONER_<OPTION> (CORS_ENABLE for
+    --cors-enable); options win. SIGTERM drains: admitted requests finish first.
+    """
+    from pydantic import ValidationError
+
+    from captioner.api.server import serve as run_server
+    from captioner.config import Settings
+
+    overrides = {name: value for name, value in options.items() if value not in (None, ())}
+    if "cors_origins" in overrides:
+        overrides["cors_origins"] = list(overrides["cors_origins"])
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid setting: {exc}") from exc
+    run_server(settings)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="captioner")

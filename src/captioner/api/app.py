@@ -1,0 +1,120 @@
+"""``create_app``: the FastAPI app (routes, errors, middleware) around one model service.
+
+Also an app factory for any ASGI server: ``uvicorn --factory captioner.api.app:create_app``
+(settings then come from ``CAPTIONER_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from captioner.api.errors import install_error_handlers
+from captioner.api.metrics import Metrics
+from captioner.api.middleware import AccessLogMiddleware, UploadLimitMiddleware
+from captioner.api.routes import docs, health, metrics, model
+from captioner.api.service import ModelService, ServingEngine
+from captioner.config import Settings
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = (
+    "Captions images with the Show and Tell (im2txt) model. The `/model/*` routes keep the "
+    "IBM MAX Image Caption Generator contract; MAX's Swagger 2.0 document is at "
+    "`/swagger.json`."
+)
+
+
+def create_app(settings: Settings | None = None, captioner: ServingEngine | None = None) -> FastAPI:
+    """Build the caption server.
+
+    Nothing is loaded here: the lifespan loads the model in the background (the port
+    answers meanwhile, readiness says 503) and drains and releases it at shutdown.
+
+    Args:
+        settings: Every knob; ``None`` reads them from the environment.
+        captioner: An already loaded engine to serve instead of loading one (tests,
+            embedding); it is warmed up like a loaded one.
+
+    Returns:
+        The ASGI app; its ``state`` holds ``settings``, ``service`` and ``metrics``.
+    """
+    settings = settings if settings is not None else Settings()
+    app_metrics = Metrics()
+    service = ModelService(
+        settings,
+        captioner=captioner,
+        observer=app_metrics,
+        on_ready_changed=app_metrics.model_ready.set,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    app = FastAPI(
+        title="captioner",
+        version=version("captioner"),
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = app_metrics
+    install_error_handlers(app)
+    _document_400_not_422(app)
+    for router in (model.router, health.router, metrics.router, docs.router):
+        app.include_router(router)
+
+    # Added innermost first: the access log sees every answer, CORS headers reach the 413s.
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.cors_enable or settings.cors_origins:
+        _add_cors(app, settings)
+    app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
+    return app
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """Drop FastAPI's automatic 422 entries from the OpenAPI document.
+
+    Validation failures are answered 400 in MAX's shape (documented per route), never 422.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_cors(app: FastAPI, settings: Settings) -> None:
+    """MAX's ``CORS_ENABLE=true`` echoes any origin; ``cors_origins`` allows only those listed."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    else:
+        app.add_middleware(
+            CORSMiddleware, allow_origin_regex=".*", allow_methods=["*"], allow_headers=["*"]
+        )

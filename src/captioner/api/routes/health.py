@@ -1,0 +1,29 @@
+"""Liveness and readiness probes, at the paths KServe and Triton use (``/v2/health/*``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from captioner.api.deps import ServiceDep
+from captioner.api.errors import error_body
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v2/health", tags=["health"])
+
+
+@router.get("/live")
+async def live() -> dict[str, bool]:
+    """200 while the process answers; never touches the model."""
+    return {"live": True}
+
+
+@router.get("/ready", responses={503: {"description": "Loading, draining or failed."}})
+async def ready(request: Request, service: ServiceDep) -> JSONResponse:
+    """200 only when the model is loaded and the server is not draining."""
+    if service.ready:
+        return JSONResponse({"ready": True})
+    request.state.error_reason = "not_ready"
+    body = {"ready": False, **error_body(service.not_ready_reason)}
+    return JSONResponse(body, status_code=503)

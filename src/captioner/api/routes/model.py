@@ -1,0 +1,155 @@
+"""The MAX-compatible ``/model/*`` routes: predict, batch predict, metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from captioner.api.deps import DecodeParamsDep, ServiceDep, SettingsDep
+from captioner.api.errors import rule_for
+from captioner.api.schemas import (
+    BatchItem,
+    BatchResponse,
+    ErrorResponse,
+    ModelMetadata,
+    Prediction,
+    PredictResponse,
+)
+from captioner.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from captioner.engine import Caption, ModelInfo
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/model", tags=["model"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "Missing or unreadable image, bad parameter."},
+    413: {"model": ErrorResponse, "description": "Upload or image too large."},
+    503: {"model": ErrorResponse, "description": "Queue full, loading or draining."},
+    504: {"model": ErrorResponse, "description": "Waited in the queue past the deadline."},
+}
+
+# MAX's metadata for the original checkpoint, word for word (its test suite checks it).
+_MAX_METADATA = ModelMetadata(
+    id="max-image-caption-generator",
+    name="MAX Image Caption Generator",
+    description="im2txt TensorFlow model trained on MSCOCO",
+    type="Image-to-Text Translation",
+    source="https://developer.ibm.com/exchanges/models/all/max-image-caption-generator/",
+    license="Apache 2.0",
+)
+
+
+def _metadata_for(info: ModelInfo) -> ModelMetadata:
+    """MAX's metadata for the original checkpoint; an honest description for any other."""
+    if info.is_pretrained_im2txt:
+        return _MAX_METADATA
+    return ModelMetadata(
+        id=f"captioner-{info.name}",
+        name=f"captioner: {info.name}",
+        description=(
+            f"Show and Tell (im2txt) architecture, checkpoint '{info.name}' at step "
+            f"{info.global_step}: {info.image_feature_size}-d image features, "
+            f"{info.embedding_size}-d embeddings, {info.lstm_units}-unit LSTM, "
+            f"{info.vocab_size}-word vocabulary. Not the pretrained MAX model."
+        ),
+        type="Image-to-Text Translation",
+        source="local checkpoint",
+        license="unspecified (see the checkpoint's provider)",
+    )
+
+
+def _predictions(captions: Sequence[Caption]) -> list[Prediction]:
+    return [
+        Prediction(
+            index=str(rank),
+            caption=caption.text,
+            probability=caption.probability,
+            logprob=caption.logprob,
+        )
+        for rank, caption in enumerate(captions)
+    ]
+
+
+@router.get("/metadata", response_model=ModelMetadata, responses={503: _ERRORS[503]})
+async def metadata(service: ServiceDep) -> ModelMetadata:
+    """Describe the loaded model (MAX's six fields)."""
+    return _metadata_for(service.info)
+
+
+@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+async def predict(
+    request: Request,
+    service: ServiceDep,
+    params: DecodeParamsDep,
+    image: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF or BMP.")],
+) -> PredictResponse:
+    """Caption one image: up to `beam_size` captions, best first.
+
+    The declared content type of the part is ignored: the bytes decide.
+    """
+    data = await image.read()
+    captioned = await service.caption(
+        data, beam_size=params.beam_size, max_length=params.max_length
+    )
+    request.state.batch_size = captioned.batch_size
+    return PredictResponse(predictions=_predictions(captioned.captions))
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+)
+async def predict_batch(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    params: DecodeParamsDep,
+    image: Annotated[
+        list[UploadFile], File(description="One or more images, each as a part named image.")
+    ],
+) -> BatchResponse:
+    """Caption several images in one request; one result per file, in upload order.
+
+    A file that cannot be captioned gets its own error entry; the others still succeed.
+    """
+    if len(image) > settings.max_files_per_batch_request:
+        raise InvalidRequestError(
+            f"at most {settings.max_files_per_batch_request} files per request, got {len(image)}",
+            field="image",
+        )
+    data = [await upload.read() for upload in image]
+    outcomes = await service.caption_many(
+        data, beam_size=params.beam_size, max_length=params.max_length
+    )
+    results: list[BatchItem] = []
+    for index, (upload, outcome) in enumerate(zip(image, outcomes, strict=True)):
+        if isinstance(outcome, Exception):
+            results.append(
+                BatchItem(
+                    index=str(index),
+                    filename=upload.filename,
+                    status="error",
+                    code=rule_for(outcome).status,
+                    message=str(outcome),
+                )
+            )
+        else:
+            results.append(
+                BatchItem(
+                    index=str(index),
+                    filename=upload.filename,
+                    status="ok",
+                    predictions=_predictions(outcome.captions),
+                )
+            )
+    request.state.batch_size = max(
+        (o.batch_size for o in outcomes if not isinstance(o, Exception)), default=0
+    )
+    return BatchResponse(results=results)

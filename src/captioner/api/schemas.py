@@ -1,0 +1,82 @@
+"""The JSON bodies of the HTTP API: MAX's contract (string ``index``, ``status``) plus extras."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "BatchItem",
+    "BatchResponse",
+    "ErrorResponse",
+    "ModelMetadata",
+    "PredictResponse",
+    "Prediction",
+]
+
+
+class Prediction(BaseModel):
+    """One caption of one image; a response lists them best first."""
+
+    index: str = Field(
+        description="Rank as a string, '0' the best: MAX's web app compares index == '0'.",
+        examples=["0"],
+    )
+    caption: str = Field(examples=["a man riding a wave on top of a surfboard ."])
+    probability: float = Field(
+        description="Joint probability of the caption's words (exp of logprob).",
+        examples=[0.038827644239537],
+    )
+    logprob: float = Field(
+        description="Natural-log joint probability; unlike probability it never underflows.",
+        examples=[-3.2487],
+    )
+
+
+class PredictResponse(BaseModel):
+    """Body of a successful ``POST /model/predict`` (MAX's shape)."""
+
+    status: Literal["ok"] = "ok"
+    predictions: list[Prediction]
+
+
+class BatchItem(BaseModel):
+    """The outcome for one file of a batch request: its predictions, or its own error."""
+
+    index: str = Field(description="Position of the file in the request, as a string.")
+    filename: str | None = Field(None, description="The file name the client sent, if any.")
+    status: Literal["ok", "error"]
+    predictions: list[Prediction] | None = Field(None, description="Present when status is ok.")
+    code: int | None = Field(
+        None, description="When status is error: the HTTP status this file alone would get."
+    )
+    message: str | None = Field(None, description="When status is error: what went wrong.")
+
+
+class BatchResponse(BaseModel):
+    """Body of ``POST /model/predict/batch``: one item per uploaded file, in upload order."""
+
+    status: Literal["ok"] = "ok"
+    results: list[BatchItem]
+
+
+class ModelMetadata(BaseModel):
+    """MAX's six metadata fields."""
+
+    id: str
+    name: str
+    description: str
+    type: str
+    source: str
+    license: str
+
+
+class ErrorResponse(BaseModel):
+    """Body of every 4xx/5xx answer."""
+
+    status: Literal["error"] = "error"
+    message: str = Field(description="What went wrong, for a person to read.")
+    errors: dict[str, str] | None = Field(
+        None, description="For validation failures: parameter name -> what is wrong with it."
+    )

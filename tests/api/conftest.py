@@ -1,0 +1,30 @@
+"""Fixtures for the HTTP API tests: a fake engine, and a ready app served over httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from api_helpers import make_settings, serving
+from fake_engine import FakeCaptioner
+
+from captioner.api.app import create_app
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def fake() -> FakeCaptioner:
+    return FakeCaptioner()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, fake: FakeCaptioner) -> AsyncIterator[httpx.AsyncClient]:
+    """A ready server over the fake engine, default settings."""
+    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+        yield client

@@ -1,0 +1,138 @@
+"""A fake Captioner with the engine's interface: no TensorFlow, answers in microseconds.
+
+Its captions name each image's dominant colour ("a red square"), so a test can tell whose
+captions a client received. It records every engine call (batch size, knobs, thread) and
+can be held at a gate to freeze the worker mid-batch or the warm-up mid-load.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from captioner.errors import InvalidImageError
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+}
+NOUNS = ("square", "picture", "thing", "patch", "field", "card", "tile", "panel", "block", "sheet")
+
+
+@dataclass(frozen=True)
+class FakeCaption:
+    text: str
+    logprob: float
+
+    @property
+    def probability(self) -> float:
+        return math.exp(self.logprob)
+
+
+@dataclass(frozen=True)
+class FakeInfo:
+    name: str = "fake"
+    checkpoint: str = "/models/fake/checkpoint"
+    is_pretrained_im2txt: bool = False
+    vocab_size: int = 60
+    vocab_rows: int = 60
+    embedding_size: int = 32
+    lstm_units: int = 24
+    image_feature_size: int = 204
+    global_step: int = 1234
+
+
+@dataclass
+class FakeCaptioner:
+    """Dominant-colour captions; see the module docstring."""
+
+    info: FakeInfo = field(default_factory=FakeInfo)
+    max_image_pixels: int = 4_000_000
+    gate: threading.Event | None = None  # when set, caption_arrays waits for it
+    warmup_gate: threading.Event | None = None  # when set, warmup waits for it
+    fail_with: Exception | None = None  # caption_arrays raises it
+    calls: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, beam, length)
+    threads: set[str] = field(default_factory=set)
+    preprocessed: int = 0
+    warmed_up: list[int] = field(default_factory=list)
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [call[0] for call in self.calls]
+
+    def preprocess(self, image: bytes) -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(image)) as opened:
+                if opened.width * opened.height > self.max_image_pixels:
+                    raise InvalidImageError(
+                        f"the image has {opened.width * opened.height} pixels, more than "
+                        f"the limit of {self.max_image_pixels}",
+                        too_large=True,
+                    )
+                rgb = opened.convert("RGB").resize((299, 299))
+        except InvalidImageError:
+            raise
+        except Exception as exc:
+            raise InvalidImageError(f"not an image this server can read: {exc}") from exc
+        self.preprocessed += 1
+        return (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5) * 2.0
+
+    def caption_arrays(
+        self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20
+    ) -> list[list[FakeCaption]]:
+        self.threads.add(threading.current_thread().name)
+        self.calls.append((len(pixels), beam_size, max_length))
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail_with is not None:
+            raise self.fail_with
+        assert pixels.dtype == np.float32 and pixels.shape[1:] == (299, 299, 3)
+        return [self._captions(image, beam_size, max_length) for image in pixels]
+
+    def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
+        if self.warmup_gate is not None:
+            self.warmup_gate.wait(10)
+        self.warmed_up.extend(batch_sizes)
+
+    @staticmethod
+    def _captions(image: np.ndarray, beam_size: int, max_length: int) -> list[FakeCaption]:
+        colour = colour_of(image)
+        captions = []
+        for rank in range(beam_size):
+            words = ["a", colour, NOUNS[rank % len(NOUNS)]][:max_length]
+            captions.append(FakeCaption(" ".join(words), -1.0 - rank))
+        return captions
+
+
+def colour_of(pixels: np.ndarray) -> str:
+    """The palette colour nearest the mean of float32 ``[299, 299, 3]`` pixels in [-1, 1]."""
+    mean = (pixels.reshape(-1, 3).mean(axis=0) / 2.0 + 0.5) * 255.0
+    return min(PALETTE, key=lambda name: float(np.sum((mean - PALETTE[name]) ** 2)))
+
+
+def png_bytes(colour: str, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
+    """A solid image of a palette colour, PNG-encoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, PALETTE[colour]).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(colour: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A solid image of a palette colour, JPEG-encoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, PALETTE[colour]).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()

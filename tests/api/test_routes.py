@@ -1,0 +1,423 @@
+"""Every route through real HTTP (httpx against the app) on the fake engine: MAX's bodies,
+the fixes to MAX's defects, parameter validation, the batch route, docs, CORS."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from api_helpers import make_settings, serving
+from fake_engine import FakeCaptioner, FakeInfo, jpeg_bytes, png_bytes
+from openapi_spec_validator import validate
+from PIL import Image
+
+from captioner.api.app import create_app
+
+pytestmark = pytest.mark.anyio
+
+MAX_MISSING_IMAGE_BODY = {
+    "errors": {"image": "An image file Missing required parameter in an uploaded file"},
+    "message": "Input payload validation failed",
+    "status": "error",
+}
+
+
+# --- POST /model/predict ------------------------------------------------------------------
+
+
+async def test_predict_returns_max_body_with_string_index_and_logprob(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/model/predict", files={"image": ("red.png", png_bytes("red"), "image/png")}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "ok"
+    assert [p["index"] for p in body["predictions"]] == ["0", "1", "2"]
+    assert body["predictions"][0] == {
+        "index": "0",
+        "caption": "a red square",
+        "probability": pytest.approx(0.36787944117144233),  # exp(-1)
+        "logprob": -1.0,
+    }
+    assert set(body) == {"status", "predictions"}
+
+
+@pytest.mark.parametrize("declared", ["application/octet-stream", "image/jpg", "text/plain", None])
+async def test_declared_content_type_is_not_trusted(
+    client: httpx.AsyncClient, declared: str | None
+) -> None:
+    data = jpeg_bytes("blue")
+    part = ("photo.jpg", data, declared) if declared else ("photo", data)
+    response = await client.post("/model/predict", files={"image": part})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["caption"] == "a blue square"
+
+
+async def test_rgba_png_is_captioned(client: httpx.AsyncClient) -> None:
+    data = png_bytes("green", mode="RGBA")
+    response = await client.post("/model/predict", files={"image": ("g.png", data, "image/png")})
+    assert response.status_code == 200
+    assert response.json()["predictions"][0]["caption"] == "a green square"
+
+
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {},  # no body at all
+        {"json": {"image": "aGVsbG8="}},  # a JSON body
+        {"files": {"picture": ("a.png", png_bytes("red"), "image/png")}},  # wrong field name
+        {"data": {"image": "not a file"}},  # image sent as a text field
+    ],
+    ids=["no-body", "json-body", "other-field", "text-field"],
+)
+async def test_missing_image_gives_max_validation_body(
+    client: httpx.AsyncClient, request_kwargs: dict[str, object]
+) -> None:
+    response = await client.post("/model/predict", **request_kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 400
+    assert response.json() == MAX_MISSING_IMAGE_BODY
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"this is not an image", "not an image"),
+        (b"", "not an image"),
+        (jpeg_bytes("red")[:40], "not an image"),  # truncated
+    ],
+    ids=["garbage", "empty", "truncated"],
+)
+async def test_undecodable_upload_is_400_naming_the_problem(
+    client: httpx.AsyncClient, data: bytes, problem: str
+) -> None:
+    response = await client.post("/model/predict", files={"image": ("x.jpg", data, "image/jpeg")})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "error"
+    assert problem in body["message"]
+
+
+async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeCaptioner) -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (4000, 2000)).save(buffer, format="PNG")  # 8 Mpx in a few kB
+    response = await client.post(
+        "/model/predict", files={"image": ("big.png", buffer.getvalue(), "image/png")}
+    )
+    assert response.status_code == 413
+    assert "pixels" in response.json()["message"]
+    assert fake.calls == []
+
+
+async def test_query_parameters_reach_the_engine(
+    client: httpx.AsyncClient, fake: FakeCaptioner
+) -> None:
+    response = await client.post(
+        "/model/predict",
+        params={"beam_size": 5, "max_length": 2},
+        files={"image": ("a.png", png_bytes("cyan"), "image/png")},
+    )
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 5
+    assert all(len(p["caption"].split()) <= 2 for p in predictions)
+    assert fake.calls[-1][1:] == (5, 2)
+
+
+async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: FakeCaptioner) -> None:
+    await client.post("/model/predict", files={"image": ("a.png", png_bytes("red"), "image/png")})
+    assert fake.calls[-1][1:] == (3, 20)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"beam_size": 0}, "beam_size"),
+        ({"beam_size": 11}, "beam_size"),  # max_beam_size is 10
+        ({"beam_size": "three"}, "beam_size"),
+        ({"max_length": 0}, "max_length"),
+        ({"max_length": 51}, "max_length"),  # max_max_length is 50
+        ({"max_length": 2.5}, "max_length"),
+    ],
+)
+async def test_out_of_range_parameters_are_400_in_max_shape(
+    client: httpx.AsyncClient, fake: FakeCaptioner, params: dict[str, object], field: str
+) -> None:
+    response = await client.post(
+        "/model/predict",
+        params=params,
+        files={"image": ("a.png", png_bytes("red"), "image/png")},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["message"] == "Input payload validation failed"
+    assert body["status"] == "error"
+    assert list(body["errors"]) == [field]
+    assert fake.calls == []
+
+
+async def test_upload_over_declared_limit_is_413(tmp_path: Path, fake: FakeCaptioner) -> None:
+    app = create_app(make_settings(tmp_path, max_upload_bytes=1000), captioner=fake)
+    async with serving(app) as client:
+        big = png_bytes("red", size=(400, 400)) + b"\0" * 2000
+        response = await client.post(
+            "/model/predict", files={"image": ("big.png", big, "image/png")}
+        )
+        assert response.status_code == 413
+        assert response.json() == {
+            "status": "error",
+            "message": "the upload is larger than the limit of 1000 bytes",
+        }
+        assert fake.preprocessed == 0
+
+
+async def test_streamed_upload_is_cut_off_at_the_limit(tmp_path: Path, fake: FakeCaptioner) -> None:
+    """Without Content-Length, the body is read only up to the limit, then 413."""
+    app = create_app(make_settings(tmp_path, max_upload_bytes=10_000), captioner=fake)
+    sent = 0
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+        for _ in range(1000):  # 1 MB in all, offered 1 kB at a time
+            sent += 1024
+            yield b"\0" * 1024
+
+    async with serving(app) as client:
+        response = await client.post(
+            "/model/predict",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 413
+    assert sent < 100_000  # the server stopped pulling long before the end
+    assert fake.preprocessed == 0
+
+
+# --- POST /model/predict/batch --------------------------------------------------------------
+
+
+async def test_batch_route_answers_each_file_in_order(
+    client: httpx.AsyncClient, fake: FakeCaptioner
+) -> None:
+    files = [
+        ("image", ("red.png", png_bytes("red"), "image/png")),
+        ("image", ("broken.jpg", b"\xff\xd8\xff garbage", "image/jpeg")),
+        ("image", ("blue.jpg", jpeg_bytes("blue"), "application/octet-stream")),
+        ("image", ("yellow.png", png_bytes("yellow"), "image/png")),
+    ]
+    response = await client.post("/model/predict/batch", files=files, params={"beam_size": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    results = body["results"]
+    assert [r["index"] for r in results] == ["0", "1", "2", "3"]
+    assert [r["filename"] for r in results] == ["red.png", "broken.jpg", "blue.jpg", "yellow.png"]
+    assert [r["status"] for r in results] == ["ok", "error", "ok", "ok"]
+    assert [r["predictions"][0]["caption"] for r in results if r["status"] == "ok"] == [
+        "a red square",
+        "a blue square",
+        "a yellow square",
+    ]
+    assert all(len(r["predictions"]) == 2 for r in results if r["status"] == "ok")
+    assert results[1]["code"] == 400 and "not an image" in results[1]["message"]
+    assert "predictions" not in results[1]
+    # The three good files shared one engine call; the bad one never reached it.
+    assert fake.batch_sizes == [3]
+
+
+async def test_batch_route_refuses_too_many_files(tmp_path: Path, fake: FakeCaptioner) -> None:
+    app = create_app(make_settings(tmp_path, max_files_per_batch_request=2), captioner=fake)
+    async with serving(app) as client:
+        files = [("image", (f"{i}.png", png_bytes("red"), "image/png")) for i in range(3)]
+        response = await client.post("/model/predict/batch", files=files)
+    assert response.status_code == 400
+    assert "at most 2 files" in response.json()["errors"]["image"]
+    assert fake.calls == []
+
+
+async def test_batch_route_without_files_is_max_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/model/predict/batch")
+    assert response.status_code == 400
+    assert response.json() == MAX_MISSING_IMAGE_BODY
+
+
+# --- GET /model/metadata --------------------------------------------------------------------
+
+
+async def test_metadata_of_the_original_checkpoint_is_max_verbatim(tmp_path: Path) -> None:
+    fake = FakeCaptioner(info=FakeInfo(name="im2txt", is_pretrained_im2txt=True))
+    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+        response = await client.get("/model/metadata")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": "max-image-caption-generator",
+        "name": "MAX Image Caption Generator",
+        "description": "im2txt TensorFlow model trained on MSCOCO",
+        "type": "Image-to-Text Translation",
+        "source": "https://developer.ibm.com/exchanges/models/all/max-image-caption-generator/",
+        "license": "Apache 2.0",
+    }
+
+
+async def test_metadata_of_another_checkpoint_describes_it(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/model/metadata")).json()
+    assert set(body) == {"id", "name", "description", "type", "source", "license"}
+    assert body["id"] == "captioner-fake"
+    assert "MAX" not in body["name"]
+    for fact in ("step 1234", "32-d embeddings", "24-unit LSTM", "60-word", "Not the pretrained"):
+        assert fact in body["description"]
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+async def test_swagger_json_satisfies_max_test_suite(client: httpx.AsyncClient) -> None:
+    response = await client.get("/swagger.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"  # exactly, no charset
+    document = response.json()
+    assert "swagger" in document
+    assert document["info"]["title"] == "MAX Image Caption Generator"
+    assert document["info"]["version"] == "1.1.0"
+    validate(document)  # a valid Swagger 2.0 document
+    assert set(document["paths"]) == {"/model/predict", "/model/predict/batch", "/model/metadata"}
+    predict = document["paths"]["/model/predict"]["post"]
+    assert {(p["name"], p["in"], p["type"]) for p in predict["parameters"]} == {
+        ("image", "formData", "file"),
+        ("beam_size", "query", "integer"),
+        ("max_length", "query", "integer"),
+    }
+    schema = document["definitions"]["Prediction"]["properties"]
+    assert schema["index"]["type"] == "string"
+
+
+async def test_openapi_and_docs_page(client: httpx.AsyncClient) -> None:
+    openapi = (await client.get("/openapi.json")).json()
+    assert openapi["openapi"].startswith("3.")
+    assert {"/model/predict", "/model/predict/batch", "/v2/health/ready"} <= set(openapi["paths"])
+    responses = openapi["paths"]["/model/predict"]["post"]["responses"]
+    assert "400" in responses and "422" not in responses  # validation errors are 400 here
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
+    root = await client.get("/")
+    assert root.status_code in (302, 307) and root.headers["location"] == "/docs"
+
+
+# --- health and metrics ----------------------------------------------------------------------
+
+
+async def test_liveness_and_readiness_when_ready(client: httpx.AsyncClient) -> None:
+    live = await client.get("/v2/health/live")
+    ready = await client.get("/v2/health/ready")
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+
+async def test_metrics_count_requests_rejections_and_batches(client: httpx.AsyncClient) -> None:
+    await client.post("/model/predict", files={"image": ("a.png", png_bytes("red"), "image/png")})
+    await client.post("/model/predict", files={"image": ("b.png", b"junk", "image/png")})
+    await client.get("/no/such/route")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'captioner_requests_total{method="POST",route="/model/predict",status="200"} 1.0' in text
+    assert 'captioner_requests_total{method="POST",route="/model/predict",status="400"} 1.0' in text
+    assert 'captioner_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'captioner_rejections_total{reason="invalid_image"} 1.0' in text
+    assert 'captioner_rejections_total{reason="queue_full"} 0.0' in text
+    assert "captioner_batch_size_count 1.0" in text
+    assert "captioner_queue_wait_seconds_count 1.0" in text
+    assert "captioner_inference_seconds_count 1.0" in text
+    assert "captioner_queue_depth 0.0" in text
+    assert "captioner_model_ready 1.0" in text
+
+
+# --- errors of the HTTP layer ----------------------------------------------------------------
+
+
+async def test_wrong_method_is_max_405_with_allow(client: httpx.AsyncClient) -> None:
+    response = await client.get("/model/predict")
+    assert response.status_code == 405
+    assert response.json() == {
+        "status": "error",
+        "message": "The method is not allowed for the requested URL.",
+    }
+    assert response.headers["allow"] == "POST"
+
+
+async def test_unknown_path_is_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/model/nothing")
+    assert response.status_code == 404
+    assert response.json()["status"] == "error" and response.json()["message"]
+
+
+async def test_engine_failure_is_a_generic_500(tmp_path: Path) -> None:
+    fake = FakeCaptioner(fail_with=RuntimeError("secret internal detail"))
+    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+        response = await client.post(
+            "/model/predict", files={"image": ("a.png", png_bytes("red"), "image/png")}
+        )
+        assert response.status_code == 500
+        assert response.json() == {"status": "error", "message": "Internal Server Error"}
+        # The server is still healthy afterwards.
+        assert (await client.get("/v2/health/ready")).status_code == 200
+
+
+# --- CORS -----------------------------------------------------------------------------------
+
+
+async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/model/metadata", headers={"Origin": "http://example.org"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_enable_env_var_echoes_any_origin(
+    tmp_path: Path, fake: FakeCaptioner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORS_ENABLE", "true")  # MAX's variable name
+    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+        response = await client.get("/model/metadata", headers={"Origin": "http://example.org"})
+        preflight = await client.options(
+            "/model/predict",
+            headers={"Origin": "http://a.test", "Access-Control-Request-Method": "POST"},
+        )
+    assert response.headers["access-control-allow-origin"] == "http://example.org"
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://a.test"
+
+
+async def test_cors_origins_allow_only_those_listed(tmp_path: Path, fake: FakeCaptioner) -> None:
+    settings = make_settings(tmp_path, cors_origins="http://good.test")
+    async with serving(create_app(settings, captioner=fake)) as client:
+        good = await client.get("/model/metadata", headers={"Origin": "http://good.test"})
+        bad = await client.get("/model/metadata", headers={"Origin": "http://bad.test"})
+    assert good.headers["access-control-allow-origin"] == "http://good.test"
+    assert "access-control-allow-origin" not in bad.headers
+
+
+# --- access log -----------------------------------------------------------------------------
+
+
+async def test_one_structured_access_line_per_request(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="captioner.access"):
+        await client.post(
+            "/model/predict", files={"image": ("a.png", png_bytes("red"), "image/png")}
+        )
+        await client.get("/model/predict")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "captioner.access"]
+    assert len(lines) == 2
+    ok, refused = lines
+    assert ok["route"] == "/model/predict" and ok["status"] == 200 and ok["batch_size"] == 1
+    assert ok["method"] == "POST" and ok["latency_ms"] >= 0
+    assert refused["status"] == 405 and refused["reason"] == "method_not_allowed"
+    assert "batch_size" not in refused
