@@ -158,7 +158,8 @@ class _open_header:
                 self._image.size  # noqa: B018 - header parsed by open()
         except Image.DecompressionBombError as exc:
             raise InvalidImageError(
-                f"the {self._fmt} image has too many pixels: {exc}", too_large=True
+                f"the {self._fmt} image declares far too many pixels to be decoded safely",
+                too_large=True,
             ) from exc
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InvalidImageError(
