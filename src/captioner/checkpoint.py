@@ -139,7 +139,7 @@ class _Reader:
             )
         try:
             value = self._reader.get_tensor(name)
-        except self._tf.errors.OpError as exc:
+        except (self._tf.errors.OpError, IndexError, ValueError) as exc:
             raise CheckpointError(
                 f"cannot read tensor {name!r} (truncated or corrupt data file?): "
                 f"{_first_line(exc)}",
@@ -243,12 +243,15 @@ def im2txt_tensor_shapes(
     vocab_rows: int = 12000,
     embedding_size: int = 512,
     lstm_units: int = 512,
+    min_depth: int = 16,
 ) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of an im2txt checkpoint of the given size, graph order.
 
-    At the defaults this is the 383-tensor layout of the pretrained ``model2.ckpt-2000000``.
+    At the defaults this is the 383-tensor layout of the pretrained ``model2.ckpt-2000000``;
+    ``depth_multiplier`` and ``min_depth`` scale Inception's channels as
+    :func:`~captioner.encoder.inception_v3_layout` does.
     """
-    convs, feature_size = inception_v3_layout(depth_multiplier)
+    convs, feature_size = inception_v3_layout(depth_multiplier, min_depth)
     shapes: dict[str, tuple[int, ...]] = {}
     for conv in convs:
         shapes[f"{SCOPE}/{conv.name}/weights"] = conv.kernel_shape
