@@ -313,22 +313,24 @@ def _paint_background(
     background: Background, width: int, height: int, rng: np.random.Generator
 ) -> np.ndarray:
     """The backdrop as float32 ``[height, width, 3]`` in [0, 255]."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    # A row and a column that broadcast to the full grid only where a pattern needs it.
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    ys = np.arange(height, dtype=np.float32)[:, None]
     along = xs * math.cos(background.angle) + ys * math.sin(background.angle)
     scale = background.scale_px
     if background.pattern == "plain":
         mix = np.zeros((height, width), np.float32)
     elif background.pattern == "stripes":
-        mix = (np.floor(along / (scale / 2)) % 2).astype(np.float32)
+        mix = np.floor(along / (scale / 2)) % 2
     elif background.pattern == "checkers":
-        mix = ((np.floor(xs / scale) + np.floor(ys / scale)) % 2).astype(np.float32)
+        mix = (np.floor(xs / scale) + np.floor(ys / scale)) % 2
     elif background.pattern == "gradient":
         mix = (along - along.min()) / max(float(np.ptp(along)), 1.0)
     else:  # blotches: a coarse random grid, smoothly upsampled
         grid = rng.random((height // scale + 2, width // scale + 2), dtype=np.float32)
         mix = np.asarray(Image.fromarray(grid).resize((width, height), Image.BILINEAR))
     tone_a, tone_b = (np.array(tone, np.float32) for tone in background.tones)
-    return tone_a + mix[..., None] * (tone_b - tone_a)
+    return tone_a + np.broadcast_to(mix, (height, width))[..., None] * (tone_b - tone_a)
 
 
 def _paint_shape(pixels: np.ndarray, shape: Shape) -> None:
