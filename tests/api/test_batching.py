@@ -1,0 +1,219 @@
+"""MicroBatcher on the fake engine: batching, grouping, bounds, deadlines, drain, one thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from fake_engine import FakeCaptioner, png_bytes
+
+from captioner.batching import Captioned, MicroBatcher
+from captioner.errors import (
+    DeadlineExceededError,
+    InvalidImageError,
+    ModelNotReadyError,
+    OverloadedError,
+)
+
+pytestmark = pytest.mark.anyio
+
+COLOURS = ["red", "green", "blue", "yellow", "cyan", "magenta", "white", "black"]
+
+
+@asynccontextmanager
+async def running(engine: FakeCaptioner, **options: Any) -> AsyncIterator[MicroBatcher]:
+    settings: dict[str, Any] = {
+        "max_batch_size": 8,
+        "max_wait_s": 0.002,
+        "max_queue_size": 64,
+        "timeout_s": 10.0,
+    }
+    settings.update(options)
+    batcher = MicroBatcher(engine, **settings)
+    await batcher.start()
+    try:
+        yield batcher
+    finally:
+        engine.gate = None  # never leave the worker blocked
+        await batcher.aclose(5.0)
+
+
+async def hold_worker(engine: FakeCaptioner, batcher: MicroBatcher) -> asyncio.Task[Captioned]:
+    """Start one request and keep the worker busy with it until ``engine.gate`` is set."""
+    engine.gate = threading.Event()
+    task = asyncio.create_task(
+        batcher.caption(png_bytes("black"), beam_size=3, max_length=20), name="holder"
+    )
+    assert await asyncio.to_thread(engine.entered.wait, 5)
+    return task
+
+
+async def wait_until(condition: Any, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.005)
+
+
+def caption_of(outcome: Captioned) -> str:
+    return outcome.captions[0].text
+
+
+async def test_requests_queued_behind_a_batch_run_together_and_get_their_own_captions() -> None:
+    engine = FakeCaptioner()
+    async with running(engine) as batcher:
+        holder = await hold_worker(engine, batcher)
+        tasks = [
+            asyncio.create_task(batcher.caption(png_bytes(c), beam_size=3, max_length=20))
+            for c in COLOURS[:5]
+        ]
+        await wait_until(lambda: batcher.depth == 5 and len(batcher._waiting) == 5)
+        assert engine.gate is not None
+        engine.gate.set()
+        results = await asyncio.gather(*tasks)
+        await holder
+    assert engine.batch_sizes == [1, 5]
+    assert [caption_of(r) for r in results] == [f"a {c} square" for c in COLOURS[:5]]
+    assert all(r.batch_size == 5 for r in results)
+
+
+async def test_batches_never_exceed_the_maximum() -> None:
+    engine = FakeCaptioner()
+    async with running(engine, max_batch_size=4) as batcher:
+        holder = await hold_worker(engine, batcher)
+        tasks = [
+            asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
+            for _ in range(10)
+        ]
+        await wait_until(lambda: len(batcher._waiting) == 10)
+        assert engine.gate is not None
+        engine.gate.set()
+        await asyncio.gather(holder, *tasks)
+    assert engine.batch_sizes == [1, 4, 4, 2]
+
+
+async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
+    engine = FakeCaptioner()
+    async with running(engine) as batcher:
+        holder = await hold_worker(engine, batcher)
+        knobs = [(3, 20), (2, 20), (3, 20), (3, 5), (2, 20)]
+        tasks = []
+        for count, (beam_size, max_length) in enumerate(knobs, start=1):  # queued in this order
+            image = png_bytes("red")
+            tasks.append(
+                asyncio.create_task(
+                    batcher.caption(image, beam_size=beam_size, max_length=max_length)
+                )
+            )
+            await wait_until(lambda n=count: len(batcher._waiting) == n)
+        assert engine.gate is not None
+        engine.gate.set()
+        results = await asyncio.gather(holder, *tasks)
+    # Oldest first: the (3, 20) pair, then (2, 20) pair, then (3, 5).
+    assert engine.calls == [(1, 3, 20), (2, 3, 20), (2, 2, 20), (1, 3, 5)]
+    assert [len(r.captions) for r in results[1:]] == [3, 2, 3, 3, 2]
+
+
+async def test_full_queue_is_refused_before_any_decoding() -> None:
+    engine = FakeCaptioner()
+    async with running(engine, max_queue_size=2) as batcher:
+        holder = await hold_worker(engine, batcher)
+        queued = [
+            asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
+            for _ in range(2)
+        ]
+        await wait_until(lambda: len(batcher._waiting) == 2)
+        decoded = engine.preprocessed
+        with pytest.raises(OverloadedError) as refused:
+            await batcher.caption(png_bytes("blue"), beam_size=3, max_length=20)
+        assert refused.value.retry_after_s >= 1.0
+        with pytest.raises(OverloadedError):  # all or nothing for several images
+            await batcher.caption_many([png_bytes("red")] * 2, beam_size=3, max_length=20)
+        assert engine.preprocessed == decoded
+        assert engine.gate is not None
+        engine.gate.set()
+        await asyncio.gather(holder, *queued)
+        # Room again once the queue has run.
+        after = await batcher.caption(png_bytes("blue"), beam_size=3, max_length=20)
+    assert caption_of(after) == "a blue square"
+
+
+async def test_request_past_its_deadline_is_dropped_without_inference() -> None:
+    engine = FakeCaptioner()
+    async with running(engine, timeout_s=0.2) as batcher:
+        holder = await hold_worker(engine, batcher)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
+        assert batcher.depth == 0 and not batcher._waiting
+        assert engine.gate is not None
+        engine.gate.set()
+        await holder  # already running at its deadline: it is allowed to finish
+    assert engine.batch_sizes == [1]
+
+
+async def test_a_bad_image_fails_alone() -> None:
+    engine = FakeCaptioner()
+    async with running(engine) as batcher:
+        outcomes = await batcher.caption_many(
+            [png_bytes("red"), b"not an image", png_bytes("green")], beam_size=1, max_length=20
+        )
+    good_1, bad, good_2 = outcomes
+    assert isinstance(bad, InvalidImageError)
+    assert isinstance(good_1, Captioned) and caption_of(good_1) == "a red square"
+    assert isinstance(good_2, Captioned) and caption_of(good_2) == "a green square"
+    assert engine.batch_sizes == [2]
+
+
+async def test_every_engine_call_runs_on_one_worker_thread() -> None:
+    engine = FakeCaptioner()
+    async with running(engine, max_batch_size=2) as batcher:
+        await asyncio.gather(
+            *(batcher.caption(png_bytes(c), beam_size=3, max_length=20) for c in COLOURS)
+        )
+    assert len(engine.threads) == 1
+    assert next(iter(engine.threads)).startswith("captioner-model")
+    assert threading.current_thread().name not in engine.threads
+
+
+async def test_engine_failure_fails_its_batch_and_the_batcher_goes_on() -> None:
+    engine = FakeCaptioner(fail_with=RuntimeError("boom"))
+    async with running(engine) as batcher:
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
+        engine.fail_with = None
+        result = await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
+    assert caption_of(result) == "a red square"
+
+
+async def test_a_client_that_leaves_frees_its_place_and_costs_nothing() -> None:
+    engine = FakeCaptioner()
+    async with running(engine) as batcher:
+        holder = await hold_worker(engine, batcher)
+        leaver = asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
+        await wait_until(lambda: len(batcher._waiting) == 1)
+        leaver.cancel()
+        await asyncio.gather(leaver, return_exceptions=True)
+        assert batcher.depth == 0 and not batcher._waiting
+        assert engine.gate is not None
+        engine.gate.set()
+        await holder
+    assert engine.batch_sizes == [1]
+
+
+async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
+    engine = FakeCaptioner()
+    batcher = MicroBatcher(
+        engine, max_batch_size=8, max_wait_s=10.0, max_queue_size=8, timeout_s=30.0
+    )
+    await batcher.start()
+    # With a 10 s batch wait, only the drain can make this batch run early.
+    queued = asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
+    await wait_until(lambda: len(batcher._waiting) == 1)
+    await asyncio.wait_for(batcher.aclose(5.0), 2.0)
+    assert caption_of(await queued) == "a red square"
+    with pytest.raises(ModelNotReadyError):
+        await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
