@@ -35,7 +35,8 @@ TARBALL_URLS: tuple[str, ...] = (
     "https://max-cdn.cdn.appdomain.cloud/max-image-caption-generator/1.0.0/assets.tar.gz",
 )
 VOCAB_URL = (
-    "https://raw.githubusercontent.com/IBM/MAX-Image-Caption-Generator/master/assets/word_counts.txt"
+    "https://raw.githubusercontent.com/IBM/MAX-Image-Caption-Generator/"
+    "master/assets/word_counts.txt"
 )
 VOCAB_FILENAME = "word_counts.txt"
 CHECKPOINT_DIRNAME = "checkpoint"

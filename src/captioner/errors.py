@@ -105,9 +105,7 @@ class ChecksumMismatchError(AssetError):
     """Raised when a downloaded or extracted file's digest differs from the pinned one."""
 
     def __init__(self, name: str, *, algorithm: str, expected: str, actual: str) -> None:
-        super().__init__(
-            f"{name}: {algorithm} mismatch: expected {expected}, got {actual}"
-        )
+        super().__init__(f"{name}: {algorithm} mismatch: expected {expected}, got {actual}")
         self.name = name
         self.algorithm = algorithm
         self.expected = expected
