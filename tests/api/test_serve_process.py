@@ -1,0 +1,122 @@
+"""``captioner serve`` as a real process on 127.0.0.1: start, answer, refuse a huge upload
+before reading it, and drain on SIGTERM so that an accepted request still completes."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner.assets import ModelFiles
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server(tmp_path: Path, tiny_model: ModelFiles) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
+    env["CAPTIONER_MAX_UPLOAD_BYTES"] = "100000"  # through the environment, as in Docker
+    command = [
+        sys.executable, "-m", "captioner", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--checkpoint", str(tiny_model.checkpoint), "--vocab", str(tiny_model.vocab),
+        "--model-dir", str(tmp_path / "unused"), "--offline",
+        "--max-batch-size", "2",
+        "--max-batch-wait-ms", "1500",  # a lone request waits 1.5 s: time to signal mid-queue
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def test_serve_answers_refuses_big_uploads_and_drains_on_sigterm(
+    server: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, base = server
+    assert httpx.get(f"{base}/v2/health/live").json() == {"live": True}
+    swagger = httpx.get(f"{base}/swagger.json")
+    assert swagger.headers["content-type"] == "application/json"
+
+    # A declared body of 100 MB: the 413 arrives while the body is still unsent.
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /model/predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000000\r\n\r\n--b\r\n"
+        )
+        answer = b""
+        while chunk := raw.recv(4096):  # the server closes after answering
+            answer += chunk
+    text = answer.decode("latin-1")
+    assert text.startswith("HTTP/1.1 413"), text
+    assert "larger than the limit of 100000 bytes" in text
+
+    # An accepted request is queued (1.5 s batch window) when SIGTERM arrives.
+    outcome: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        files = {"image": ("a.png", png(1), "application/octet-stream")}
+        outcome["response"] = httpx.post(f"{base}/model/predict", files=files, timeout=30)
+
+    client = threading.Thread(target=send)
+    client.start()
+    deadline = time.monotonic() + 10
+    while not re.search(r"^captioner_queue_depth 1\.0$", httpx.get(f"{base}/metrics").text, re.M):
+        assert time.monotonic() < deadline, "the request never reached the queue"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    client.join(30)
+
+    response = outcome["response"]
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) >= 1
+    assert process.wait(30) == 0
+    log = process.stdout.read() if process.stdout else ""
+    access = [line for line in log.splitlines() if "captioner.access" in line]
+    assert any('"route": "/model/predict"' in line and '"status": 200' in line for line in access)
+    assert "draining" in log
