@@ -120,3 +120,15 @@ def test_serve_answers_refuses_big_uploads_and_drains_on_sigterm(
     access = [line for line in log.splitlines() if "captioner.access" in line]
     assert any('"route": "/model/predict"' in line and '"status": 200' in line for line in access)
     assert "draining" in log
+
+
+def test_serve_exits_1_when_the_model_cannot_be_loaded(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
+    command = [
+        sys.executable, "-m", "captioner", "serve", "--host", "127.0.0.1",
+        "--port", str(free_port()), "--model-dir", str(tmp_path / "empty"), "--offline",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Error:" in done.stderr and "captioner download" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""How fast is ``captioner serve``? Throughput and latency under load, against the encoder.
+
+Writes a full-size checkpoint of the original layout with seeded random values (the real
+weights are not downloadable here; the cost is the same), then, in one run:
+
+1. the bare Inception encoder, loaded in this process, at batch sizes 1..16: its best
+   throughput is the ceiling a server can approach; plus one image through the whole
+   engine (encoder + beam search) and through the encoder alone;
+2. ``captioner serve`` as a subprocess, batching on (``--max-batch-size 8``) and off
+   (``--max-batch-size 1``), each at concurrency 1, 8 and 32 for ``--duration`` seconds
+   of closed-loop load (each client sends its next request when the last one is
+   answered): throughput, p50 and p95 latency, and the server's resident memory.
+
+The encoder is measured before any server starts and the servers run one at a time, so
+nothing competes for the CPU but the server and this load generator.
+
+Usage: python scripts/bench_server.py [--duration 25] [--concurrency 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from captioner.assets import ModelFiles
+from checkpoints import write_full_size_checkpoint
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    errors: int
+    throughput: float  # answered requests per second
+    p50_ms: float
+    p95_ms: float
+
+
+def photo_like_jpeg(width: int = 640, height: int = 480) -> bytes:
+    """A 640x480 JPEG with smooth gradients and grain, about the size of a web photo."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bench_engine(files: ModelFiles, image: bytes, seconds: float) -> dict[str, float]:
+    """Bare encoder throughput per batch size, and one image through encoder / engine."""
+    from captioner.engine import Captioner
+
+    captioner = Captioner.load(files.checkpoint, files.vocab)
+    pixels = captioner.preprocess(image)
+    results: dict[str, float] = {}
+    for batch in (1, 2, 4, 8, 16):
+        stack = np.stack([pixels] * batch)
+        captioner.encode(stack)  # trace / warm
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            captioner.encode(stack)
+            count += batch
+        results[f"encoder_b{batch}"] = count / (time.perf_counter() - started)
+        print(f"  bare encoder, batch {batch:2d}: {results[f'encoder_b{batch}']:.2f} images/s")
+    one = pixels[None]
+    captioner.caption_arrays(one)
+    results["encoder_1_ms"] = _median_ms(lambda: captioner.encode(one), 7)
+    results["engine_1_ms"] = _median_ms(lambda: captioner.caption_arrays(one), 7)
+    return results
+
+
+def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(files: ModelFiles, port: int, max_batch_size: int) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "captioner", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--checkpoint", str(files.checkpoint), "--vocab", str(files.vocab), "--offline",
+        "--max-batch-size", str(max_batch_size),
+        "--max-queue-size", "128", "--log-level", "warning",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 300
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).is_success:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit("the server never became ready")
+        time.sleep(0.5)
+
+
+def engine_counters(port: int) -> dict[str, float]:
+    """The server's batch and inference counters, from its /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    wanted = (
+        "captioner_batch_size_count",
+        "captioner_batch_size_sum",
+        "captioner_inference_seconds_sum",
+    )
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            values[name] = float(value)
+    return values
+
+
+def resident_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process, in MB (Linux /proc)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def closed_loop(url: str, image: bytes, concurrency: int, seconds: float) -> LoadResult:
+    """``concurrency`` clients, each posting its next image when the last is answered."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def one_client() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                files = {"image": ("photo.jpg", image, "image/jpeg")}
+                response = await client.post(url, files=files)
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return LoadResult(
+        len(latencies),
+        errors,
+        len(latencies) / elapsed,
+        _percentile_ms(latencies, 0.5),
+        _percentile_ms(latencies, 0.95),
+    )
+
+
+def _percentile_ms(sorted_s: list[float], q: float) -> float:
+    if not sorted_s:
+        return float("nan")
+    return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=25.0, help="seconds per load level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--encoder-seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    image = photo_like_jpeg()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print("writing the full-size random checkpoint ...", flush=True)
+        files = write_full_size_checkpoint(Path(tmp) / "model")
+        print("bare engine in this process:", flush=True)
+        engine = bench_engine(files, image, args.encoder_seconds)
+        best_batch, best = max(
+            ((int(k.removeprefix("encoder_b")), v) for k, v in engine.items() if "_b" in k),
+            key=lambda item: item[1],
+        )
+
+        rows = []
+        for label, max_batch in (("on (max 8)", 8), ("off (max 1)", 1)):
+            port = free_port()
+            print(f"server, batching {label}: starting ...", flush=True)
+            process = start_server(files, port, max_batch)
+            url = f"http://127.0.0.1:{port}/model/predict"
+            try:
+                asyncio.run(closed_loop(url, image, 8, 3.0))  # warm: first requests, allocator
+                for concurrency in args.concurrency:
+                    before = engine_counters(port)
+                    result = asyncio.run(closed_loop(url, image, concurrency, args.duration))
+                    after = engine_counters(port)
+                    batches = (
+                        after["captioner_batch_size_count"] - before["captioner_batch_size_count"]
+                    )
+                    images = after["captioner_batch_size_sum"] - before["captioner_batch_size_sum"]
+                    busy = (
+                        after["captioner_inference_seconds_sum"]
+                        - before["captioner_inference_seconds_sum"]
+                    )
+                    mean_batch = images / batches if batches else float("nan")
+                    busy_share = busy / args.duration
+                    rss, peak = resident_mb(process.pid)
+                    rows.append((label, concurrency, result, mean_batch, busy_share, rss, peak))
+                    print(
+                        f"  c={concurrency:2d}: {result.throughput:.2f} req/s, "
+                        f"p50 {result.p50_ms:.0f} ms, p95 {result.p95_ms:.0f} ms, "
+                        f"errors {result.errors}, mean batch {mean_batch:.1f}, "
+                        f"engine busy {100 * busy_share:.0f}%, RSS {rss:.0f} MB (peak {peak:.0f})",
+                        flush=True,
+                    )
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+
+    print()
+    print(
+        f"Bare encoder, best batch {best_batch}: {best:.2f} images/s; one image: encoder "
+        f"{engine['encoder_1_ms']:.0f} ms, whole engine {engine['engine_1_ms']:.0f} ms"
+    )
+    print()
+    print(
+        "| batching | concurrency | throughput (req/s) | % of bare encoder "
+        "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MB) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, concurrency, result, mean_batch, busy_share, rss, peak in rows:
+        print(
+            f"| {label} | {concurrency} | {result.throughput:.2f} | "
+            f"{100 * result.throughput / best:.0f}% | {result.p50_ms:.0f} | {result.p95_ms:.0f} | "
+            f"{mean_batch:.1f} | {100 * busy_share:.0f}% | "
+            f"{result.errors} | {rss:.0f} (peak {peak:.0f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
