@@ -231,20 +231,7 @@ def _load_engine(settings: Settings) -> ServingEngine:
     from captioner.engine import Captioner
 
     files = ensure_model(settings, progress="log")
-    _set_tensorflow_threads(settings.intra_op_threads, settings.inter_op_threads)
     name = "demo" if settings.model == "demo" and settings.checkpoint is None else None
     return Captioner.load(
         files.checkpoint, files.vocab, name=name, max_image_pixels=settings.max_image_pixels
     )
-
-
-def _set_tensorflow_threads(intra_op: int | None, inter_op: int | None) -> None:
-    """Apply the TF thread-pool sizes; only possible before TensorFlow runs its first op."""
-    if intra_op is None and inter_op is None:
-        return
-    import tensorflow as tf
-
-    if intra_op is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    if inter_op is not None:
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
