@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -63,21 +64,22 @@ def photo_like_jpeg(width: int = 640, height: int = 480) -> bytes:
     return buffer.getvalue()
 
 
-def bench_engine(files: ModelFiles, image: bytes, seconds: float) -> dict[str, float]:
-    """Bare encoder throughput per batch size, and one image through encoder / engine."""
-    from captioner.engine import Captioner
+def encoder_throughput(captioner: Any, pixels: np.ndarray, batch: int, seconds: float) -> float:
+    """Images per second through the bare encoder at one batch size (after one warm call)."""
+    stack = np.stack([pixels] * batch)
+    captioner.encode(stack)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        captioner.encode(stack)
+        count += batch
+    return count / (time.perf_counter() - started)
 
-    captioner = Captioner.load(files.checkpoint, files.vocab)
-    pixels = captioner.preprocess(image)
+
+def bench_engine(captioner: Any, pixels: np.ndarray, seconds: float) -> dict[str, float]:
+    """Bare encoder throughput per batch size, and one image through encoder / engine."""
     results: dict[str, float] = {}
     for batch in (1, 2, 4, 8, 16):
-        stack = np.stack([pixels] * batch)
-        captioner.encode(stack)  # trace / warm
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            captioner.encode(stack)
-            count += batch
-        results[f"encoder_b{batch}"] = count / (time.perf_counter() - started)
+        results[f"encoder_b{batch}"] = encoder_throughput(captioner, pixels, batch, seconds)
         print(f"  bare encoder, batch {batch:2d}: {results[f'encoder_b{batch}']:.2f} images/s")
     one = pixels[None]
     captioner.caption_arrays(one)
@@ -190,6 +192,53 @@ def _percentile_ms(sorted_s: list[float], q: float) -> float:
     return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))] * 1000
 
 
+@dataclass(frozen=True)
+class Row:
+    label: str
+    concurrency: int
+    load: LoadResult
+    mean_batch: float  # requests per engine call
+    engine_busy: float  # share of the time the engine was running a batch
+    rss_mb: float
+    peak_rss_mb: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.load.throughput:.2f} req/s, p50 {self.load.p50_ms:.0f} ms, "
+            f"p95 {self.load.p95_ms:.0f} ms, errors {self.load.errors}, "
+            f"mean batch {self.mean_batch:.1f}, engine busy {100 * self.engine_busy:.0f}%, "
+            f"RSS {self.rss_mb:.0f} MB (peak {self.peak_rss_mb:.0f})"
+        )
+
+
+def measure(
+    label: str,
+    process: subprocess.Popen[bytes],
+    port: int,
+    image: bytes,
+    concurrency: int,
+    seconds: float,
+) -> Row:
+    """One load level against a running server, with its batch and memory figures."""
+    url = f"http://127.0.0.1:{port}/model/predict"
+    before = engine_counters(port)
+    load = asyncio.run(closed_loop(url, image, concurrency, seconds))
+    after = engine_counters(port)
+    delta = {name: after[name] - before[name] for name in after}
+    batches = delta["captioner_batch_size_count"]
+    images = delta["captioner_batch_size_sum"]
+    rss, peak = resident_mb(process.pid)
+    return Row(
+        label=label,
+        concurrency=concurrency,
+        load=load,
+        mean_batch=images / batches if batches else float("nan"),
+        engine_busy=delta["captioner_inference_seconds_sum"] / seconds,
+        rss_mb=rss,
+        peak_rss_mb=peak,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=25.0, help="seconds per load level")
@@ -203,7 +252,11 @@ def main() -> None:
         print("writing the full-size random checkpoint ...", flush=True)
         files = write_full_size_checkpoint(Path(tmp) / "model")
         print("bare engine in this process:", flush=True)
-        engine = bench_engine(files, image, args.encoder_seconds)
+        from captioner.engine import Captioner
+
+        captioner = Captioner.load(files.checkpoint, files.vocab)
+        pixels = captioner.preprocess(image)
+        engine = bench_engine(captioner, pixels, args.encoder_seconds)
         best_batch, best = max(
             ((int(k.removeprefix("encoder_b")), v) for k, v in engine.items() if "_b" in k),
             key=lambda item: item[1],
@@ -214,40 +267,28 @@ def main() -> None:
             port = free_port()
             print(f"server, batching {label}: starting ...", flush=True)
             process = start_server(files, port, max_batch)
-            url = f"http://127.0.0.1:{port}/model/predict"
             try:
-                asyncio.run(closed_loop(url, image, 8, 3.0))  # warm: first requests, allocator
+                # Warm-up, unmeasured: first requests, allocator growth.
+                asyncio.run(
+                    closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
+                )  # warm: first requests, allocator
                 for concurrency in args.concurrency:
-                    before = engine_counters(port)
-                    result = asyncio.run(closed_loop(url, image, concurrency, args.duration))
-                    after = engine_counters(port)
-                    batches = (
-                        after["captioner_batch_size_count"] - before["captioner_batch_size_count"]
-                    )
-                    images = after["captioner_batch_size_sum"] - before["captioner_batch_size_sum"]
-                    busy = (
-                        after["captioner_inference_seconds_sum"]
-                        - before["captioner_inference_seconds_sum"]
-                    )
-                    mean_batch = images / batches if batches else float("nan")
-                    busy_share = busy / args.duration
-                    rss, peak = resident_mb(process.pid)
-                    rows.append((label, concurrency, result, mean_batch, busy_share, rss, peak))
-                    print(
-                        f"  c={concurrency:2d}: {result.throughput:.2f} req/s, "
-                        f"p50 {result.p50_ms:.0f} ms, p95 {result.p95_ms:.0f} ms, "
-                        f"errors {result.errors}, mean batch {mean_batch:.1f}, "
-                        f"engine busy {100 * busy_share:.0f}%, RSS {rss:.0f} MB (peak {peak:.0f})",
-                        flush=True,
-                    )
+                    row = measure(label, process, port, image, concurrency, args.duration)
+                    rows.append(row)
+                    print(f"  c={concurrency:2d}: {row}", flush=True)
             finally:
                 process.send_signal(signal.SIGTERM)
                 process.wait(60)
 
+        # Again, after the servers: the machine's load may have changed meanwhile.
+        best_after = encoder_throughput(captioner, pixels, best_batch, args.encoder_seconds)
+        reference = (best + best_after) / 2
+
     print()
     print(
-        f"Bare encoder, best batch {best_batch}: {best:.2f} images/s; one image: encoder "
-        f"{engine['encoder_1_ms']:.0f} ms, whole engine {engine['engine_1_ms']:.0f} ms"
+        f"Bare encoder, best batch {best_batch}: {best:.2f} images/s before the servers, "
+        f"{best_after:.2f} after (reference: the mean, {reference:.2f}); one image: "
+        f"encoder {engine['encoder_1_ms']:.0f} ms, whole engine {engine['engine_1_ms']:.0f} ms"
     )
     print()
     print(
@@ -255,12 +296,13 @@ def main() -> None:
         "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MB) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, concurrency, result, mean_batch, busy_share, rss, peak in rows:
+    for row in rows:
+        load = row.load
         print(
-            f"| {label} | {concurrency} | {result.throughput:.2f} | "
-            f"{100 * result.throughput / best:.0f}% | {result.p50_ms:.0f} | {result.p95_ms:.0f} | "
-            f"{mean_batch:.1f} | {100 * busy_share:.0f}% | "
-            f"{result.errors} | {rss:.0f} (peak {peak:.0f}) |"
+            f"| {row.label} | {row.concurrency} | {load.throughput:.2f} | "
+            f"{100 * load.throughput / reference:.0f}% | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
+            f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
+            f"{load.errors} | {row.rss_mb:.0f} (peak {row.peak_rss_mb:.0f}) |"
         )
 
 
