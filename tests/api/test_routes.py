@@ -421,3 +421,19 @@ async def test_one_structured_access_line_per_request(
     assert ok["method"] == "POST" and ok["latency_ms"] >= 0
     assert refused["status"] == 405 and refused["reason"] == "method_not_allowed"
     assert "batch_size" not in refused
+
+
+async def test_factory_without_arguments_reads_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``uvicorn --factory captioner.api.app:create_app`` configures through CAPTIONER_*."""
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("CAPTIONER_OFFLINE", "true")  # the empty model dir is never downloaded
+    monkeypatch.setenv("CAPTIONER_MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("CAPTIONER_MAX_UPLOAD_BYTES", "1234")
+    app = create_app()
+    assert app.state.settings.max_batch_size == 3
+    async with serving(app) as client:
+        response = await client.post("/model/predict", content=b"x" * 2000)
+    assert response.status_code == 413
+    assert "1234 bytes" in response.json()["message"]
