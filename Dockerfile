@@ -15,6 +15,8 @@
 #                  fetches and verifies it at build time and the image runs offline.
 #   DOWNLOAD_URLS  with MODEL_SOURCE=baked: tarball mirrors to try, comma-separated.
 #   VOCAB_URL      with MODEL_SOURCE=baked: where word_counts.txt comes from.
+#   ASSET_SHA512, VOCAB_SHA256   with MODEL_SOURCE=baked, only for a mirror that serves
+#                  other files than the originals: their digests (CAPTIONER_* settings).
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 ARG MODEL_SOURCE=volume
@@ -58,9 +60,15 @@ CMD ["serve"]
 FROM build AS fetch
 ARG DOWNLOAD_URLS=""
 ARG VOCAB_URL=""
-# Empty values fall back to the built-in sources (Settings ignores empty variables).
+ARG ASSET_SHA512=""
+ARG VOCAB_SHA256=""
+# Empty values fall back to the built-in sources and digests (Settings ignores empty
+# variables). The installer stages the model in a private (0700) directory; the server's
+# uid must read it, and nobody write it.
 RUN CAPTIONER_DOWNLOAD_URLS="${DOWNLOAD_URLS}" CAPTIONER_VOCAB_URL="${VOCAB_URL}" \
-    /opt/captioner/bin/captioner download --quiet --dest /model
+        CAPTIONER_ASSET_SHA512="${ASSET_SHA512}" CAPTIONER_VOCAB_SHA256="${VOCAB_SHA256}" \
+        /opt/captioner/bin/captioner download --quiet --dest /model \
+    && chmod -R a+rX,go-w /model
 
 FROM runtime AS model-baked
 # Owned by root, read-only for the server's uid: nothing at run time can alter the weights.
