@@ -162,6 +162,30 @@ class Dockerfile:
         return image
 
 
+def plain_commands(run: str) -> list[tuple[dict[str, str], list[str]]]:
+    """A ``RUN`` line as ``(assignments, argv)`` pairs, one per command of an ``&&`` chain.
+
+    The build stages are kept to this shape (plain commands, optional leading ``VAR=value``)
+    so that tests can run them without a shell.
+
+    Raises:
+        AssertionError: the line uses other shell syntax (pipes, ``;``, ``||``, redirects).
+    """
+    words = shlex.split(run)
+    assert not {"|", "||", ";", ">", "<", "&"} & set(words), f"not a plain && chain: {run}"
+    commands = []
+    while words:
+        end = words.index("&&") if "&&" in words else len(words)
+        segment, words = words[:end], words[end + 1 :]
+        assignments = {}
+        while segment and re.fullmatch(r"[A-Za-z_]\w*=.*", segment[0]):
+            key, _, value = segment.pop(0).partition("=")
+            assignments[key] = value
+        assert segment, f"an empty command in: {run}"
+        commands.append((assignments, segment))
+    return commands
+
+
 def _expand(text: str, values: dict[str, str]) -> str:
     """Substitute ``$NAME`` and ``${NAME}`` as the builder does (unknown names: empty)."""
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), ""), text)

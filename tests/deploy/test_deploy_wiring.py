@@ -25,6 +25,7 @@ from deployfiles import (
     compose_model,
     k8s_objects,
     kustomization,
+    plain_commands,
 )
 from fastapi.testclient import TestClient
 from pydantic import AliasChoices
@@ -330,17 +331,18 @@ def test_baked_image_is_offline_with_the_model_outside_any_volume(images: dict[s
     image = images["baked"]
     assert image.env["CAPTIONER_OFFLINE"] == "true"
     assert image.volumes == []
-    fetch = Dockerfile.read().stage("fetch")
-    (run,) = [rest for keyword, rest in fetch.instructions if keyword == "RUN"]
-    argv = run.split("captioner download", 1)[1].split()
-    ctx = parse_cli(["download", *argv])
-    assert str(ctx.params["dest"]) == "/model"
+    dockerfile = Dockerfile.read()
+    (run,) = [rest for keyword, rest in dockerfile.stage("fetch").instructions if keyword == "RUN"]
+    assignments, argv = plain_commands(run)[0]
+    assert Path(argv[0]).parent == Path(image.env["PATH"].split(":")[0])
+    ctx = parse_cli(argv[1:])
+    assert ctx.command.name == "download"
+    # The build arguments reach the installer as settings it reads.
+    assert set(assignments) <= setting_variables()
     (copy,) = [
-        rest
-        for keyword, rest in Dockerfile.read().stage("model-baked").instructions
-        if keyword == "COPY"
+        rest for keyword, rest in dockerfile.stage("model-baked").instructions if keyword == "COPY"
     ]
-    assert copy == f"--from=fetch /model {image.env['CAPTIONER_MODEL_DIR']}"
+    assert copy == f"--from=fetch {ctx.params['dest']} {image.env['CAPTIONER_MODEL_DIR']}"
 
 
 # --- security and shutdown ---------------------------------------------------------------
