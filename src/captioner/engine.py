@@ -7,6 +7,7 @@ results are identical whether an image is captioned alone or inside a batch.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,8 @@ class Captioner:
         *,
         name: str | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
     ) -> Captioner:
         """Load a checkpoint (prefix or directory) and its ``word_counts.txt``.
 
@@ -122,10 +125,15 @@ class Captioner:
             name: a display name; default "im2txt" for the pretrained checkpoint, else the
                 model directory's name.
             max_image_pixels: images declaring more pixels are refused before decoding.
+            intra_op_threads, inter_op_threads: TensorFlow's thread pools (default: TF's
+                choice, or ``TF_NUM_INTRAOP_THREADS``); set them to the container's CPU limit
+                so TF does not oversubscribe a throttled pod. They apply process-wide and
+                only before TensorFlow first runs an op.
 
         Raises:
             CheckpointError, VocabularyError: naming the file and the problem.
         """
+        _configure_threads(intra_op_threads, inter_op_threads)
         weights = load_checkpoint(checkpoint)
         vocabulary = Vocabulary.from_file(vocab)
         if not name:
@@ -256,6 +264,19 @@ class Captioner:
                 ranked.append(Caption(text=text, logprob=float(logprob)))
             captions.append(ranked)
         return captions
+
+
+def _configure_threads(intra_op: int | None, inter_op: int | None) -> None:
+    """Size TensorFlow's thread pools; too late once TF ran an op, which is then logged."""
+    import tensorflow as tf
+
+    try:
+        if intra_op is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as exc:
+        logging.getLogger(__name__).warning("TensorFlow thread settings not applied: %s", exc)
 
 
 def _is_pretrained(weights: Im2txtWeights) -> bool:

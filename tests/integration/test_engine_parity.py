@@ -126,3 +126,21 @@ def test_pretrained_checkpoint_is_recognised(tmp_path: Path) -> None:
     captioner = Captioner.load(files.checkpoint, files.vocab)
     assert captioner.info.name == tmp_path.name
     assert not captioner.info.is_pretrained_im2txt  # small widths are not the original
+
+
+def test_thread_settings_reach_tensorflow(tiny_model: ModelFiles) -> None:
+    # Process-wide and only before TF's first op: checked in a fresh interpreter.
+    import subprocess
+    import sys
+
+    code = (
+        "import tensorflow as tf; from captioner.engine import Captioner; "
+        f"Captioner.load({str(tiny_model.checkpoint)!r}, {str(tiny_model.vocab)!r}, "
+        "intra_op_threads=1, inter_op_threads=2); "
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["1", "2"]

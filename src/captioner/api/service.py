@@ -233,5 +233,10 @@ def _load_engine(settings: Settings) -> ServingEngine:
     files = ensure_model(settings, progress="log")
     name = "demo" if settings.model == "demo" and settings.checkpoint is None else None
     return Captioner.load(
-        files.checkpoint, files.vocab, name=name, max_image_pixels=settings.max_image_pixels
+        files.checkpoint,
+        files.vocab,
+        name=name,
+        max_image_pixels=settings.max_image_pixels,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
     )

@@ -1,0 +1,75 @@
+"""The package's boundaries, checked from the source: a newcomer can rely on them.
+
+- ``captioner.api`` (HTTP) never imports TensorFlow or the training code; the engine side
+  never imports a web framework or click.
+- Only ``captioner.config`` reads the environment.
+- Importing the CLI or the app does not load TensorFlow (fast ``--help``, light API tests).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import captioner
+
+PACKAGE = Path(captioner.__file__).parent
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+WEB = ("fastapi", "starlette", "uvicorn", "multipart", "click")
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_module_name)
+def test_import_boundaries(path: Path) -> None:
+    name = _module_name(path)
+    imports = _imports(path)
+    if name.startswith("captioner.api"):
+        assert "tensorflow" not in {_top(i) for i in imports}, "api/ must not import tensorflow"
+        assert not any(i.startswith("captioner.training") for i in imports)
+    elif name != "captioner.cli":
+        web = {_top(i) for i in imports} & set(WEB)
+        assert not web, f"{name} is below the HTTP/CLI layer but imports {web}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_module_name)
+def test_only_config_reads_the_environment(path: Path) -> None:
+    if _module_name(path) == "captioner.config":
+        return
+    source = path.read_text()
+    assert "os.environ" not in source and "getenv(" not in source
+
+
+@pytest.mark.parametrize("module", ["captioner.cli", "captioner.api.app", "captioner"])
+def test_light_imports_do_not_load_tensorflow(module: str) -> None:
+    code = f"import sys, {module}; print('tensorflow' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_public_api_is_sorted_and_complete() -> None:
+    assert captioner.__all__ == sorted(captioner.__all__)
+    for name in captioner.__all__:
+        assert getattr(captioner, name) is not None
