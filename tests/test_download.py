@@ -131,6 +131,23 @@ def test_download_installs_every_verified_file(
     assert server.paths_requested() == ["/word_counts.txt", "/assets.tar.gz"]
 
 
+def test_installed_model_is_readable_by_other_users(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    # An image built as root is served as another uid: the model must not be private.
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        serve(server, assets)
+        install_model(settings_for(server, model_dir, assets), progress="off")
+    finally:
+        os.umask(umask)
+    for path in [model_dir, *model_dir.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o044 == 0o044, f"{path} is {oct(mode)}"
+
+
 def test_members_that_are_not_pinned_are_not_kept(server: AssetServer, model_dir: Path) -> None:
     assets = make_assets(extra={"checkpoint/README": b"hello", "notes.txt": b"x"})
     serve(server, assets)

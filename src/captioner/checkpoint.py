@@ -91,7 +91,11 @@ def resolve_checkpoint_prefix(path: Path | str) -> Path:
                 "directory has no 'checkpoint' state file; give the checkpoint prefix instead",
                 path=path,
             )
-        match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state.read_text(), re.M)
+        try:
+            text = state.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"cannot read the state file: {exc}", path=state) from exc
+        match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
         if match is None:
             raise CheckpointError("state file names no model_checkpoint_path", path=state)
         named = Path(match.group(1))

@@ -26,7 +26,6 @@ import shutil
 import socket
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -147,7 +146,11 @@ def install_model(
                 return model_files_in(dest)
             _check_replaceable(dest)
             downloads = dest.parent / f".{dest.name}.download"
-            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+            # Not mkdtemp: its 0700 would make the installed model private to the installer
+            # (an image built as root, served as another uid). mkdir honours the umask; the
+            # lock makes the name unique.
+            staging = dest.parent / f".{dest.name}.new-{os.getpid()}"
+            staging.mkdir()
             try:
                 _fill(staging, settings, downloads, from_file, vocab_file, progress)
                 _switch_into_place(staging, dest)

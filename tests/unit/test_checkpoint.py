@@ -149,3 +149,10 @@ def test_not_a_checkpoint_at_all(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         load_checkpoint(garbage)
     shutil.rmtree(tmp_path)
+
+
+def test_unreadable_state_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    # A state file that cannot be read (here not text; in production, permissions).
+    (tmp_path / "checkpoint").write_bytes(b"\xff\xfe\x00 binary")
+    with pytest.raises(CheckpointError, match="cannot read the state file"):
+        load_checkpoint(tmp_path)
