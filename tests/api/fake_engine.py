@@ -1,5 +1,8 @@
 """A fake Captioner with the engine's interface: no TensorFlow, answers in microseconds.
 
+It returns the engine's own ``Caption`` and ``ModelInfo`` (plain dataclasses; importing
+``captioner.engine`` does not load TensorFlow).
+
 Its captions name each image's dominant colour ("a red square"), so a test can tell whose
 captions a client received. It records every engine call (batch size, knobs, thread) and
 can be held at a gate to freeze the worker mid-batch or the warm-up mid-load.
@@ -8,7 +11,6 @@ can be held at a gate to freeze the worker mid-batch or the warm-up mid-load.
 from __future__ import annotations
 
 import io
-import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from captioner.engine import Caption, ModelInfo
 from captioner.errors import InvalidImageError
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -31,34 +34,27 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 NOUNS = ("square", "picture", "thing", "patch", "field", "card", "tile", "panel", "block", "sheet")
 
 
-@dataclass(frozen=True)
-class FakeCaption:
-    text: str
-    logprob: float
-
-    @property
-    def probability(self) -> float:
-        return math.exp(self.logprob)
-
-
-@dataclass(frozen=True)
-class FakeInfo:
-    name: str = "fake"
-    checkpoint: str = "/models/fake/checkpoint"
-    is_pretrained_im2txt: bool = False
-    vocab_size: int = 60
-    vocab_rows: int = 60
-    embedding_size: int = 32
-    lstm_units: int = 24
-    image_feature_size: int = 204
-    global_step: int = 1234
+def fake_info(**overrides: object) -> ModelInfo:
+    """The engine's own ModelInfo, describing a small made-up checkpoint."""
+    values: dict[str, object] = {
+        "name": "fake",
+        "checkpoint": "/models/fake/checkpoint",
+        "is_pretrained_im2txt": False,
+        "vocab_size": 60,
+        "vocab_rows": 60,
+        "embedding_size": 32,
+        "lstm_units": 24,
+        "image_feature_size": 204,
+        "global_step": 1234,
+    }
+    return ModelInfo(**{**values, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass
 class FakeCaptioner:
     """Dominant-colour captions; see the module docstring."""
 
-    info: FakeInfo = field(default_factory=FakeInfo)
+    info: ModelInfo = field(default_factory=fake_info)
     max_image_pixels: int = 4_000_000
     gate: threading.Event | None = None  # when set, caption_arrays waits for it
     warmup_gate: threading.Event | None = None  # when set, warmup waits for it
@@ -92,7 +88,7 @@ class FakeCaptioner:
 
     def caption_arrays(
         self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20
-    ) -> list[list[FakeCaption]]:
+    ) -> list[list[Caption]]:
         self.threads.add(threading.current_thread().name)
         self.calls.append((len(pixels), beam_size, max_length))
         self.entered.set()
@@ -109,12 +105,12 @@ class FakeCaptioner:
         self.warmed_up.extend(batch_sizes)
 
     @staticmethod
-    def _captions(image: np.ndarray, beam_size: int, max_length: int) -> list[FakeCaption]:
+    def _captions(image: np.ndarray, beam_size: int, max_length: int) -> list[Caption]:
         colour = colour_of(image)
         captions = []
         for rank in range(beam_size):
             words = ["a", colour, NOUNS[rank % len(NOUNS)]][:max_length]
-            captions.append(FakeCaption(" ".join(words), -1.0 - rank))
+            captions.append(Caption(" ".join(words), -1.0 - rank))
         return captions
 
 

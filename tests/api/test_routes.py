@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_helpers import make_settings, serving
-from fake_engine import FakeCaptioner, FakeInfo, jpeg_bytes, png_bytes
+from fake_engine import FakeCaptioner, fake_info, jpeg_bytes, png_bytes
 from openapi_spec_validator import validate
 from PIL import Image
 
@@ -252,7 +252,7 @@ async def test_batch_route_without_files_is_max_400(client: httpx.AsyncClient) -
 
 
 async def test_metadata_of_the_original_checkpoint_is_max_verbatim(tmp_path: Path) -> None:
-    fake = FakeCaptioner(info=FakeInfo(name="im2txt", is_pretrained_im2txt=True))
+    fake = FakeCaptioner(info=fake_info(name="im2txt", is_pretrained_im2txt=True))
     async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
         response = await client.get("/model/metadata")
     assert response.status_code == 200
