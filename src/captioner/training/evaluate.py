@@ -1,0 +1,159 @@
+"""Score a model on captioned images: exact-match rate, corpus BLEU-4, sample captions.
+
+Both metrics compare word sequences after the training tokenisation
+(:func:`captioner.training.tokenizer.tokenize`), so "A red circle." and the model's
+"a red circle ." agree. BLEU-4 is sacrebleu's (standard corpus BLEU: clipped n-gram
+precisions up to 4, brevity penalty, every reference of an image counted), run on those
+tokens with its own tokeniser off, on a 0..1 scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sacrebleu.metrics import BLEU
+from tqdm import tqdm
+
+from captioner.engine import Captioner
+from captioner.errors import DatasetError, InvalidImageError
+from captioner.training.dataset import Example, OnError, group_by_image
+from captioner.training.tokenizer import tokenize
+
+__all__ = ["Evaluation", "Sample", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image's result.
+
+    Attributes:
+        image: The image path.
+        caption: The model's best caption.
+        references: The image's reference captions, as written.
+        exact: Whether the caption equals one of the references, token for token.
+    """
+
+    image: str
+    caption: str
+    references: list[str]
+    exact: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores over every usable image.
+
+    Attributes:
+        count: Images captioned.
+        exact_match: Share of images (0..1) whose best caption equals a reference.
+        bleu4: Corpus BLEU-4 (0..1) of the best captions against all references.
+        samples: The first few images' results, in data order.
+        skipped: Images that could not be decoded (``on_error="skip"``).
+    """
+
+    count: int
+    exact_match: float
+    bleu4: float
+    samples: list[Sample]
+    skipped: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``count``, ``exact_match``, ``bleu4``, ``samples``, ``skipped``."""
+        return asdict(self)
+
+
+def evaluate(
+    captioner: Captioner,
+    examples: Sequence[Example],
+    *,
+    beam_size: int = 3,
+    max_length: int = 20,
+    batch_size: int = 16,
+    sample_count: int = 5,
+    on_error: OnError = "skip",
+    progress: bool = False,
+    report: Callable[[str], None] = print,
+) -> Evaluation:
+    """Caption every image of ``examples`` and compare with its references.
+
+    Args:
+        captioner: The model.
+        examples: Held-out captions; an image's captions are its references.
+        beam_size, max_length: Beam search settings, as in serving.
+        batch_size: Images per engine call.
+        sample_count: How many per-image results to keep in :attr:`Evaluation.samples`.
+        on_error: ``"fail"`` raises on an undecodable image, ``"skip"`` reports it and
+            leaves it out of the scores.
+        progress: Show a progress bar.
+        report: Where skip messages go.
+
+    Returns:
+        The scores.
+
+    Raises:
+        DatasetError: No examples, no usable image, or an undecodable one with
+            ``on_error="fail"``.
+    """
+    groups = list(group_by_image(examples).items())
+    if not groups:
+        raise DatasetError("nothing to evaluate: no examples")
+    hypotheses: list[list[str]] = []
+    references: list[list[list[str]]] = []
+    samples: list[Sample] = []
+    skipped = 0
+    bar = tqdm(total=len(groups), desc="evaluating", unit="image", disable=not progress)
+    for start in range(0, len(groups), batch_size):
+        pixels, batch = [], []
+        for path, captions in groups[start : start + batch_size]:
+            try:
+                pixels.append(captioner.preprocess(path.read_bytes()))
+                batch.append((path, captions))
+            except (OSError, InvalidImageError) as exc:
+                error = DatasetError(f"{exc} (used at {captions[0].source})", path=path)
+                if on_error == "fail":
+                    raise error from exc
+                report(f"skipped {error}")
+                skipped += 1
+        if batch:
+            results = captioner.caption_arrays(np.stack(pixels), beam_size, max_length)
+            for (path, captions), ranked in zip(batch, results, strict=True):
+                best = ranked[0].text if ranked else ""
+                hypothesis = tokenize(best)
+                refs = [tokenize(ex.caption) for ex in captions]
+                hypotheses.append(hypothesis)
+                references.append(refs)
+                if len(samples) < sample_count:
+                    written = [ex.caption for ex in captions]
+                    samples.append(Sample(str(path), best, written, hypothesis in refs))
+        bar.update(len(groups[start : start + batch_size]))
+    bar.close()
+    if not hypotheses:
+        raise DatasetError(f"nothing to evaluate: all {skipped} images failed to decode")
+    exact = sum(h in refs for h, refs in zip(hypotheses, references, strict=True))
+    return Evaluation(
+        count=len(hypotheses),
+        exact_match=exact / len(hypotheses),
+        bleu4=_corpus_bleu4(hypotheses, references),
+        samples=samples,
+        skipped=skipped,
+    )
+
+
+def _corpus_bleu4(hypotheses: list[list[str]], references: list[list[list[str]]]) -> float:
+    """sacrebleu's corpus BLEU-4 on already tokenised text, 0..1.
+
+    sacrebleu takes one stream per reference position; images with fewer references
+    fill the missing positions with None, which it skips.
+    """
+    streams = max(len(refs) for refs in references)
+    reference_streams = [
+        [" ".join(refs[k]) if k < len(refs) else None for refs in references]
+        for k in range(streams)
+    ]
+    # tokenize="none": the text is already tokenised our way; force: it ends in " .".
+    bleu = BLEU(tokenize="none", force=True)
+    score = bleu.corpus_score([" ".join(h) for h in hypotheses], reference_streams)
+    return score.score / 100.0
