@@ -39,6 +39,36 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_MODEL_OPTIONS = (
+    click.option(
+        "--model",
+        type=click.Choice(["im2txt", "demo"]),
+        default=None,
+        help="'demo': the bundled demo model. [default: im2txt]",
+    ),
+    click.option(
+        "--checkpoint",
+        type=click.Path(exists=True, path_type=Path),
+        help="Checkpoint prefix or directory (a training run's checkpoint/ too). "
+        "[default: the model directory's]",
+    ),
+    click.option(
+        "--vocab",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="word_counts.txt. [default: next to the checkpoint]",
+    ),
+    click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True),
+    click.option("--max-length", type=click.IntRange(1, 100), default=20, show_default=True),
+)
+
+
+def _model_options(func: F) -> F:
+    """Which model to load and how to decode: the same flags for caption and evaluate."""
+    for option in reversed(_MODEL_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="captioner")
 def cli() -> None:
@@ -47,24 +77,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, path_type=Path),
-    help="Checkpoint prefix or directory. [default: the model directory's]",
-)
-@click.option(
-    "--vocab",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="word_counts.txt. [default: next to the checkpoint]",
-)
-@click.option(
-    "--model",
-    type=click.Choice(["im2txt", "demo"]),
-    default=None,
-    help="'demo': the bundled demo model. [default: im2txt]",
-)
-@click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True)
-@click.option("--max-length", type=click.IntRange(1, 100), default=20, show_default=True)
+@_model_options
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 256),
@@ -475,24 +488,7 @@ def _init_model(init_from: str | None, init_vocab: Path | None) -> tuple[Path | 
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The COCO image folder.",
 )
-@click.option(
-    "--model",
-    type=click.Choice(["im2txt", "demo"]),
-    default=None,
-    help="'demo': the bundled demo model. [default: im2txt]",
-)
-@click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, path_type=Path),
-    help="Checkpoint prefix or directory (e.g. a training run's checkpoint/).",
-)
-@click.option(
-    "--vocab",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="word_counts.txt. [default: next to the checkpoint]",
-)
-@click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True)
-@click.option("--max-length", type=click.IntRange(1, 100), default=20, show_default=True)
+@_model_options
 @click.option("--samples", type=click.IntRange(0), default=5, show_default=True)
 @click.option(
     "--on-error",
