@@ -327,3 +327,28 @@ def test_cli_init_from_keeps_the_vocabulary(
     tuned = load_checkpoint(out / "checkpoint")
     assert tuned.global_step == trained.global_step + 2
     assert tuned.lstm_units == 16
+
+
+def test_cli_trains_on_coco_captions(shapes_data: Path, tmp_path: Path) -> None:
+    # The generated scenes rewritten as a COCO captions file (two captions per image).
+    lines = [json.loads(line) for line in shapes_data.read_text().splitlines()]
+    images = [{"id": i, "file_name": Path(x["image"]).name} for i, x in enumerate(lines)]
+    annotations = [
+        {"id": 2 * i + k, "image_id": i, "caption": caption}
+        for i, x in enumerate(lines)
+        for k, caption in enumerate([x["caption"], x["caption"].upper().replace(" .", ".")])
+    ]
+    coco = tmp_path / "captions_train.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations}))
+    out = tmp_path / "model"
+    args = ["train", "--data", str(coco), "--images", str(shapes_data.parent / "images")]
+    args += ["--out", str(out), "--decoder-steps", "2", "--batch-size", "4"]
+    args += ["--embedding-size", "8", "--lstm-units", "8", "--depth-multiplier", "0.05"]
+    args += ["--min-depth", "8", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "46 training captions of 23 images" in result.stderr
+    # Upper-case captions with a glued period tokenise to the same words: counts double.
+    counts = dict(line.split() for line in (out / "word_counts.txt").read_text().splitlines())
+    assert int(counts["<S>"]) == 46 and int(counts["."]) == 46
+    assert Captioner.load(out / "checkpoint", out / "word_counts.txt").info.global_step == 2

@@ -156,4 +156,5 @@ def _corpus_bleu4(hypotheses: list[list[str]], references: list[list[list[str]]]
     # tokenize="none": the text is already tokenised our way; force: it ends in " .".
     bleu = BLEU(tokenize="none", force=True)
     score = bleu.corpus_score([" ".join(h) for h in hypotheses], reference_streams)
-    return score.score / 100.0
+    # sacrebleu's percentage can exceed 100 by a rounding error (exp of summed logs).
+    return min(score.score / 100.0, 1.0)
