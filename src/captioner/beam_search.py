@@ -2,8 +2,7 @@
 
 The semantics are the original ``caption_generator.py``'s (SPEC.md, "Beam search"):
 
-- exactly ``max_length - 1`` steps, stopping early only when no partial caption is left
-  (three complete captions do not stop it);
+- at most ``max_length - 1`` steps, stopping early when no partial caption is left;
 - per partial caption, its ``beam_size`` most probable next words (ties: lower id first),
   skipping words with probability below 1e-12;
 - log-probabilities accumulate in float64, no length normalisation;
@@ -13,6 +12,14 @@ The semantics are the original ``caption_generator.py``'s (SPEC.md, "Beam search
 - the result is the complete set if it holds anything, else the partial set, never a mix.
 
 Both sets are fixed-size ``[B, K]`` slots; an empty slot has log-probability ``-inf``.
+
+One shortcut the original does not take, with the same result: an image is finished once
+its complete set is full and no partial caption scores above the worst complete one. A
+word's log-probability is at most 0, so every later candidate scores at most its partial
+parent, and a newcomer that does not beat the worst kept caption is dropped: the complete
+set can no longer change. The loop ends when every image of the batch is finished; a
+trained model's beams end long before ``max_length``, so this saves most late steps
+(each one reads the whole LSTM and word matrices).
 """
 
 from __future__ import annotations
@@ -40,11 +47,13 @@ class BeamResult:
         words: int32 ``[B, K, L]``, each caption from the start word on.
         lengths: int32 ``[B, K]``, how many of ``words`` are used.
         logprobs: float64 ``[B, K]``; ``-inf`` marks an empty slot (fewer than K captions).
+        steps: int32 scalar, how many decoder steps ran (at most ``max_length - 1``).
     """
 
     words: tf.Tensor
     lengths: tf.Tensor
     logprobs: tf.Tensor
+    steps: tf.Tensor
 
 
 def beam_search(
@@ -89,8 +98,20 @@ def beam_search(
     # Candidate c = parent * K + rank: the original's order (parent, then rank).
     parents = tf.repeat(tf.range(k), k)
 
-    def keep_going(i: tf.Tensor, p_words: tf.Tensor, p_logprobs: tf.Tensor, *_: tf.Tensor):
-        return tf.logical_and(i < length - 1, tf.reduce_any(p_logprobs > neg_inf))
+    def keep_going(
+        i: tf.Tensor,
+        p_words: tf.Tensor,
+        p_logprobs: tf.Tensor,
+        p_states: tf.Tensor,
+        c_words: tf.Tensor,
+        c_lengths: tf.Tensor,
+        c_logprobs: tf.Tensor,
+    ):
+        # An image is finished when no partial caption can still enter its complete set
+        # (the module docstring says why); with an empty slot in the complete set, only
+        # when no partial caption is left.
+        can_improve = tf.reduce_max(p_logprobs, axis=1) > tf.reduce_min(c_logprobs, axis=1)
+        return tf.logical_and(i < length - 1, tf.reduce_any(can_improve))
 
     def one_step(
         i: tf.Tensor,
@@ -154,4 +175,5 @@ def beam_search(
         words=tf.where(pick[:, :, tf.newaxis], c_words, p_words),
         lengths=tf.where(pick, c_lengths, partial_lengths),
         logprobs=tf.where(pick, c_logprobs, p_logprobs),
+        steps=steps,
     )

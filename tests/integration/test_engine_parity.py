@@ -80,7 +80,7 @@ def test_complete_captions_end_and_partials_fill_the_length(ending_model: ModelF
         assert c.probability == pytest.approx(np.exp(c.logprob))
 
 
-@pytest.mark.parametrize("model_name", ["tiny_model", "full_model"])
+@pytest.mark.parametrize("model_name", ["tiny_model", "ending_model", "full_model"])
 def test_batched_equals_single(request: pytest.FixtureRequest, model_name: str) -> None:
     files: ModelFiles = request.getfixturevalue(model_name)
     captioner = Captioner.load(files.checkpoint, files.vocab)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from captioner.beam_search import beam_search
+from reference import original_beam_search
 
 NEXT_WORD = {
     0: {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4},
@@ -27,16 +28,33 @@ NEXT_WORD = {
 }
 
 
-def _table() -> tf.Tensor:
+# Captions that never run out: 4 and 5 repeat themselves forever, so a partial caption is
+# always left and only the shortcut can end the search before max_length.
+ENDLESS = {
+    0: {2: 0.6, 3: 0.4},
+    2: {1: 0.9, 4: 0.1},
+    3: {1: 0.8, 4: 0.2},
+    4: {4: 0.5, 1: 0.3, 5: 0.2},
+    5: {5: 0.9, 1: 0.1},
+}
+
+
+def _table(next_word: dict[int, dict[int, float]] = NEXT_WORD) -> np.ndarray:
     table = np.zeros((12, 12), np.float32)
-    for prev, nexts in NEXT_WORD.items():
+    for prev, nexts in next_word.items():
         for word, p in nexts.items():
             table[prev, word] = p
-    return tf.constant(table)
+    return table
 
 
-def _run(beam_size: int, max_length: int, batch: int = 1) -> list[list[tuple[list[int], float]]]:
-    table = _table()
+def _search(
+    beam_size: int,
+    max_length: int,
+    batch: int = 1,
+    next_word: dict[int, dict[int, float]] = NEXT_WORD,
+) -> tuple[list[list[tuple[list[int], float]]], int]:
+    """Each image's (sentence, probability) pairs best first, and the steps that ran."""
+    table = tf.constant(_table(next_word))
 
     def step(words: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.gather(table, words), state
@@ -60,7 +78,11 @@ def _run(beam_size: int, max_length: int, batch: int = 1) -> list[list[tuple[lis
                 if np.isfinite(lp)
             ]
         )
-    return out
+    return out, int(result.steps)
+
+
+def _run(beam_size: int, max_length: int, batch: int = 1) -> list[list[tuple[list[int], float]]]:
+    return _search(beam_size, max_length, batch)[0]
 
 
 @pytest.mark.parametrize(
@@ -88,3 +110,32 @@ def test_every_image_of_a_batch_gets_the_same_answer_as_alone() -> None:
 def test_rejects_empty_beam() -> None:
     with pytest.raises(ValueError, match="beam_size"):
         _run(0, 20)
+
+
+
+@pytest.mark.parametrize(("beam_size", "max_length"), [(3, 20), (2, 20), (1, 20), (3, 4)])
+def test_stops_once_no_partial_caption_can_win_with_the_originals_answer(
+    beam_size: int, max_length: int
+) -> None:
+    table = _table(ENDLESS)
+
+    def step(words: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return table[words].astype(np.float64), states
+
+    # The original runs every step here: a partial caption is always left.
+    want = original_beam_search(
+        step, np.zeros(2), start_id=0, end_id=1, beam_size=beam_size, max_length=max_length
+    )
+    got, steps = _search(beam_size, max_length, batch=2, next_word=ENDLESS)
+    assert got[0] == got[1]
+    assert [s for s, _ in got[0]] == [s for s, _ in want]
+    np.testing.assert_allclose([p for _, p in got[0]], [np.exp(lp) for _, lp in want], rtol=1e-6)
+    # Beam 3: the complete set is full after step 3 and no partial caption beats its worst
+    # one after step 4; smaller beams fill it sooner.
+    assert steps <= min(4, max_length - 1)
+
+
+def test_runs_to_the_length_while_nothing_completes() -> None:
+    (got,), steps = _search(3, 20, next_word={0: {2: 1.0}, 2: {2: 1.0}})
+    assert steps == 19
+    assert got == [([0] + [2] * 19, 1.0)]
