@@ -112,7 +112,6 @@ def test_rejects_empty_beam() -> None:
         _run(0, 20)
 
 
-
 @pytest.mark.parametrize(("beam_size", "max_length"), [(3, 20), (2, 20), (1, 20), (3, 4)])
 def test_stops_once_no_partial_caption_can_win_with_the_originals_answer(
     beam_size: int, max_length: int
