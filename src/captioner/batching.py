@@ -8,6 +8,7 @@ cheaper up to batch 4-8 on a CPU), so requests that arrive together are stacked 
       -> preprocess pool          decode + resize off the event loop; a bad image fails alone
       -> waiting deque            grouped by (beam_size, max_length); deadline enforced here
       -> _next_batch()            up to max_batch_size requests, or whatever came in max_wait_s
+                                  (longer, up to max_gather_s, for images still being decoded)
       -> _run_batch()             one engine call on the single worker thread that owns the model
 """
 
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -114,7 +115,13 @@ class MicroBatcher:
     Args:
         engine: The model (see :class:`CaptionEngine`).
         max_batch_size: Most requests in one engine call.
-        max_wait_s: Longest a request waits for company before its batch runs anyway.
+        max_wait_s: Longest a request waits for company before its batch runs anyway,
+            when no other image with its knobs is still being decoded.
+        max_gather_s: Longest a request waits, counted from its admission, for images with
+            its knobs that are still being decoded: requests already received that would
+            otherwise miss its batch. Closed-loop clients answered together send their next
+            requests together; without this their decoding spreads them over several small
+            batches, and every engine call pays the decoder's fixed cost again.
         max_queue_size: Most requests admitted and not yet running.
         timeout_s: Per-request deadline, counted from admission.
         preprocess_threads: Threads decoding images beside the worker.
@@ -129,6 +136,7 @@ class MicroBatcher:
         max_wait_s: float,
         max_queue_size: int,
         timeout_s: float,
+        max_gather_s: float = 0.0,
         preprocess_threads: int = 2,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -137,6 +145,7 @@ class MicroBatcher:
         self._engine = engine
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
+        self._max_gather_s = max(max_gather_s, max_wait_s)
         self._max_queue_size = max_queue_size
         self._timeout_s = timeout_s
         self._observer: BatchObserver = observer or _NullObserver()
@@ -146,6 +155,7 @@ class MicroBatcher:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="captioner-model")
         self._waiting: deque[_Pending] = deque()
         self._admitted = 0  # admitted and not yet running: preprocessing or waiting
+        self._decoding: Counter[tuple[int, int]] = Counter()  # admitted, not yet waiting
         self._wakeup = asyncio.Event()
         self._accepting = False
         self._closing = False
@@ -215,9 +225,13 @@ class MicroBatcher:
         deadline = time.monotonic() + self._timeout_s
         key = (beam_size, max_length)
         admitted_at = time.monotonic()
-        prepared = await asyncio.gather(
-            *(self._preprocess(image) for image in images), return_exceptions=True
-        )
+        self._decoding[key] += len(images)
+        try:
+            prepared = await asyncio.gather(
+                *(self._preprocess(image) for image in images), return_exceptions=True
+            )
+        finally:
+            self._decoding[key] -= len(images)
         failure = next((p for p in prepared if isinstance(p, BaseException)), None)
         if failure is not None and not isinstance(failure, CaptionerError):
             for _ in (p for p in prepared if isinstance(p, np.ndarray)):
@@ -335,9 +349,11 @@ class MicroBatcher:
     async def _next_batch(self) -> list[_Pending] | None:
         """Wait for the next batch: requests sharing one key, oldest first.
 
-        It is due when it is full, when its oldest request has waited ``max_wait_s``, or at
-        once while closing. Returns ``None`` once closing and nothing is admitted; may return
-        an empty list when every request taken had passed its deadline.
+        It is due when it is full, at once while closing, or when its oldest request has
+        waited ``max_wait_s`` and no image that could join it is still being decoded (those
+        are waited for until the oldest has waited ``max_gather_s``). Returns ``None`` once
+        closing and nothing is admitted; may return an empty list when every request taken
+        had passed its deadline.
         """
         while True:
             if not self._waiting:
@@ -347,6 +363,8 @@ class MicroBatcher:
                 continue
             first = self._waiting[0]
             due_at = first.admitted_at + self._max_wait_s
+            if self._decoding[first.key] > 0:
+                due_at = first.admitted_at + self._max_gather_s
             full = sum(p.key == first.key for p in self._waiting) >= self._max_batch_size
             now = time.monotonic()
             if full or self._closing or now >= due_at:

@@ -257,6 +257,7 @@ def download(
 @click.option("--offline", is_flag=True, default=None, help="Never download the model.")
 @click.option("--max-batch-size", type=click.IntRange(1, 256), help="[default: 8]")
 @click.option("--max-batch-wait-ms", type=click.FloatRange(0), help="[default: 5]")
+@click.option("--max-batch-gather-ms", type=click.FloatRange(0), help="[default: 50]")
 @click.option("--max-queue-size", type=click.IntRange(1), help="[default: 64]")
 @click.option("--request-timeout-s", type=click.FloatRange(0, min_open=True), help="[default: 30]")
 @click.option("--drain-timeout-s", type=click.FloatRange(0), help="[default: 20]")

@@ -58,6 +58,7 @@ class FakeCaptioner:
     max_image_pixels: int = 4_000_000
     gate: threading.Event | None = None  # when set, caption_arrays waits for it
     warmup_gate: threading.Event | None = None  # when set, warmup waits for it
+    decode_gates: dict[str, threading.Event] = field(default_factory=dict)  # colour -> gate
     fail_with: Exception | None = None  # caption_arrays raises it
     calls: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, beam, length)
     threads: set[str] = field(default_factory=set)
@@ -83,8 +84,12 @@ class FakeCaptioner:
             raise
         except Exception as exc:
             raise InvalidImageError(f"not an image this server can read: {exc}") from exc
+        pixels = (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5) * 2.0
+        gate = self.decode_gates.get(colour_of(pixels))
+        if gate is not None:  # a slow upload: its decoding ends when the test says so
+            gate.wait(10)
         self.preprocessed += 1
-        return (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5) * 2.0
+        return pixels
 
     def caption_arrays(
         self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20

@@ -118,6 +118,52 @@ async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
     assert [len(r.captions) for r in results[1:]] == [3, 2, 3, 3, 2]
 
 
+def caption_task(batcher: MicroBatcher, colour: str, beam_size: int = 3) -> asyncio.Task[Captioned]:
+    return asyncio.create_task(
+        batcher.caption(png_bytes(colour), beam_size=beam_size, max_length=20)
+    )
+
+
+async def test_uploads_still_being_decoded_join_the_batch_past_the_wait() -> None:
+    engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
+    async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
+        try:
+            red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue")
+            await wait_until(lambda: len(batcher._waiting) == 1 and batcher.depth == 2)
+            await asyncio.sleep(0.2)  # 100 times max_wait: red still waits for blue
+            assert engine.calls == []
+        finally:
+            engine.decode_gates["blue"].set()
+        results = await asyncio.gather(red, blue)
+    assert engine.batch_sizes == [2]
+    assert [caption_of(r) for r in results] == ["a red square", "a blue square"]
+
+
+async def test_waiting_for_a_slow_upload_is_bounded_by_the_gather_time() -> None:
+    engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
+    async with running(engine, max_wait_s=0.002, max_gather_s=0.1) as batcher:
+        try:
+            red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue")
+            assert caption_of(await asyncio.wait_for(red, 5)) == "a red square"
+            assert engine.batch_sizes == [1] and not blue.done()
+        finally:
+            engine.decode_gates["blue"].set()
+        assert caption_of(await blue) == "a blue square"
+    assert engine.batch_sizes == [1, 1]
+
+
+async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
+    engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
+    async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
+        try:
+            red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue", beam_size=2)
+            assert caption_of(await asyncio.wait_for(red, 5)) == "a red square"
+        finally:
+            engine.decode_gates["blue"].set()
+        await blue
+    assert engine.calls == [(1, 3, 20), (1, 2, 20)]
+
+
 async def test_full_queue_is_refused_before_any_decoding() -> None:
     engine = FakeCaptioner()
     async with running(engine, max_queue_size=2) as batcher:

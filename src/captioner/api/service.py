@@ -180,6 +180,7 @@ class ModelService:
                 engine,
                 max_batch_size=settings.max_batch_size,
                 max_wait_s=settings.max_batch_wait_ms / 1000.0,
+                max_gather_s=settings.max_batch_gather_ms / 1000.0,
                 max_queue_size=settings.max_queue_size,
                 timeout_s=settings.request_timeout_s,
                 preprocess_threads=settings.preprocess_threads,
