@@ -161,6 +161,7 @@ class MicroBatcher:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._batch_s = 0.0  # moving average of one engine call, for Retry-After
+        self._idle_since = 0.0  # time.monotonic() when the last engine call ended
 
     @property
     def depth(self) -> int:
@@ -345,13 +346,15 @@ class MicroBatcher:
         while (batch := await self._next_batch()) is not None:
             if batch:
                 await self._run_batch(batch)
+                self._idle_since = time.monotonic()
 
     async def _next_batch(self) -> list[_Pending] | None:
         """Wait for the next batch: requests sharing one key, oldest first.
 
         It is due when it is full, at once while closing, or when its oldest request has
         waited ``max_wait_s`` and no image that could join it is still being decoded (those
-        are waited for until the oldest has waited ``max_gather_s``). Returns ``None`` once
+        are waited for until the oldest has waited ``max_gather_s``). Waits count from the
+        later of admission and the end of the last engine call. Returns ``None`` once
         closing and nothing is admitted; may return an empty list when every request taken
         had passed its deadline.
         """
@@ -362,9 +365,12 @@ class MicroBatcher:
                 await self._wait_for_wakeup(None)
                 continue
             first = self._waiting[0]
-            due_at = first.admitted_at + self._max_wait_s
+            # Clients answered by the last batch may be about to send their next requests:
+            # waits count from when the worker became free, if that is later.
+            since = max(first.admitted_at, self._idle_since)
+            due_at = since + self._max_wait_s
             if self._decoding[first.key] > 0:
-                due_at = first.admitted_at + self._max_gather_s
+                due_at = since + self._max_gather_s
             full = sum(p.key == first.key for p in self._waiting) >= self._max_batch_size
             now = time.monotonic()
             if full or self._closing or now >= due_at:

@@ -152,6 +152,21 @@ async def test_waiting_for_a_slow_upload_is_bounded_by_the_gather_time() -> None
     assert engine.batch_sizes == [1, 1]
 
 
+async def test_a_queued_request_waits_for_company_after_the_worker_frees() -> None:
+    """Clients answered by a batch come straight back: the next batch gives them max_wait."""
+    engine = FakeCaptioner()
+    async with running(engine, max_wait_s=0.3) as batcher:
+        holder = await hold_worker(engine, batcher)
+        red = caption_task(batcher, "red")
+        await asyncio.sleep(0.4)  # red has waited past max_wait while the worker was busy
+        assert engine.gate is not None
+        engine.gate.set()
+        await holder
+        blue = caption_task(batcher, "blue")  # the holder's client, back at once
+        results = await asyncio.gather(red, blue)
+    assert engine.batch_sizes == [1, 2]
+    assert [caption_of(r) for r in results] == ["a red square", "a blue square"]
+
 async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
     engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
