@@ -167,6 +167,7 @@ async def test_a_queued_request_waits_for_company_after_the_worker_frees() -> No
     assert engine.batch_sizes == [1, 2]
     assert [caption_of(r) for r in results] == ["a red square", "a blue square"]
 
+
 async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
     engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
