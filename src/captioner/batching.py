@@ -8,7 +8,8 @@ cheaper up to batch 4-8 on a CPU), so requests that arrive together are stacked 
       -> preprocess pool          decode + resize off the event loop; a bad image fails alone
       -> waiting deque            grouped by (beam_size, max_length); deadline enforced here
       -> _next_batch()            up to max_batch_size requests, or whatever came in max_wait_s
-                                  (longer, up to max_gather_s, for images still being decoded)
+                                  (longer, up to max_gather_s, for images still being decoded
+                                  and for the clients the last batch answered)
       -> _run_batch()             one engine call on the single worker thread that owns the model
 """
 
@@ -115,13 +116,14 @@ class MicroBatcher:
     Args:
         engine: The model (see :class:`CaptionEngine`).
         max_batch_size: Most requests in one engine call.
-        max_wait_s: Longest a request waits for company before its batch runs anyway,
-            when no other image with its knobs is still being decoded.
-        max_gather_s: Longest a request waits, counted from its admission, for images with
-            its knobs that are still being decoded: requests already received that would
-            otherwise miss its batch. Closed-loop clients answered together send their next
-            requests together; without this their decoding spreads them over several small
-            batches, and every engine call pays the decoder's fixed cost again.
+        max_wait_s: Longest a request waits for company before its batch runs anyway.
+        max_gather_s: Longest a request waits for company that is known to be coming:
+            images with its knobs still being decoded, and as many new requests as the
+            last engine call answered. Clients answered together (UIs, pipelines, load
+            tools: each sends its next request when the last is answered) come back
+            together; without this, their round trips and decoding would split them over
+            several small batches for good, and every engine call pays the beam search's
+            fixed cost again.
         max_queue_size: Most requests admitted and not yet running.
         timeout_s: Per-request deadline, counted from admission.
         preprocess_threads: Threads decoding images beside the worker.
@@ -162,6 +164,8 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._batch_s = 0.0  # moving average of one engine call, for Retry-After
         self._idle_since = 0.0  # time.monotonic() when the last engine call ended
+        self._answered = 0  # images the last engine call answered
+        self._arrived = 0  # images admitted since then
 
     @property
     def depth(self) -> int:
@@ -283,6 +287,7 @@ class MicroBatcher:
                 retry_after_s=self._retry_after_s(),
             )
         self._set_admitted(self._admitted + count)
+        self._arrived += count
 
     def _release(self) -> None:
         self._set_admitted(self._admitted - 1)
@@ -347,14 +352,16 @@ class MicroBatcher:
             if batch:
                 await self._run_batch(batch)
                 self._idle_since = time.monotonic()
+                self._answered, self._arrived = len(batch), 0
 
     async def _next_batch(self) -> list[_Pending] | None:
         """Wait for the next batch: requests sharing one key, oldest first.
 
         It is due when it is full, at once while closing, or when its oldest request has
-        waited ``max_wait_s`` and no image that could join it is still being decoded (those
-        are waited for until the oldest has waited ``max_gather_s``). Waits count from the
-        later of admission and the end of the last engine call. Returns ``None`` once
+        waited ``max_wait_s``; ``max_gather_s`` instead while company is known to be coming
+        (an image that could join is being decoded, or fewer requests arrived since the last
+        engine call than it answered). Waits count from the later of admission and the end
+        of the last engine call. Returns ``None`` once
         closing and nothing is admitted; may return an empty list when every request taken
         had passed its deadline.
         """
@@ -365,12 +372,9 @@ class MicroBatcher:
                 await self._wait_for_wakeup(None)
                 continue
             first = self._waiting[0]
-            # Clients answered by the last batch may be about to send their next requests:
-            # waits count from when the worker became free, if that is later.
             since = max(first.admitted_at, self._idle_since)
-            due_at = since + self._max_wait_s
-            if self._decoding[first.key] > 0:
-                due_at = since + self._max_gather_s
+            coming = self._decoding[first.key] > 0 or self._arrived < self._answered
+            due_at = since + (self._max_gather_s if coming else self._max_wait_s)
             full = sum(p.key == first.key for p in self._waiting) >= self._max_batch_size
             now = time.monotonic()
             if full or self._closing or now >= due_at:

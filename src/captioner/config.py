@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=256)
     max_batch_wait_ms: float = Field(5.0, ge=0)
     max_batch_gather_ms: float = Field(
-        50.0, ge=0, description="Longest wait for uploads still being decoded to join a batch."
+        50.0, ge=0, description="Longest wait for uploads being decoded and answered clients."
     )
     max_queue_size: int = Field(64, ge=1)
     preprocess_threads: int = Field(2, ge=1, description="Threads decoding uploads.")

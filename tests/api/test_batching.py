@@ -152,20 +152,44 @@ async def test_waiting_for_a_slow_upload_is_bounded_by_the_gather_time() -> None
     assert engine.batch_sizes == [1, 1]
 
 
-async def test_a_queued_request_waits_for_company_after_the_worker_frees() -> None:
-    """Clients answered by a batch come straight back: the next batch gives them max_wait."""
+async def test_requests_queued_behind_a_batch_wait_for_the_clients_it_answered() -> None:
+    """Closed-loop clients come back together: a queue split in two groups merges again."""
     engine = FakeCaptioner()
-    async with running(engine, max_wait_s=0.3) as batcher:
+    async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
         holder = await hold_worker(engine, batcher)
         red = caption_task(batcher, "red")
-        await asyncio.sleep(0.4)  # red has waited past max_wait while the worker was busy
+        await wait_until(lambda: len(batcher._waiting) == 1)
         assert engine.gate is not None
         engine.gate.set()
         await holder
-        blue = caption_task(batcher, "blue")  # the holder's client, back at once
+        await asyncio.sleep(0.2)  # 100 times max_wait: red waits for the holder's client
+        assert engine.batch_sizes == [1]
+        blue = caption_task(batcher, "blue")  # the holder's client, back
         results = await asyncio.gather(red, blue)
     assert engine.batch_sizes == [1, 2]
     assert [caption_of(r) for r in results] == ["a red square", "a blue square"]
+
+
+async def test_waiting_for_answered_clients_is_bounded_by_the_gather_time() -> None:
+    engine = FakeCaptioner()
+    async with running(engine, max_wait_s=0.002, max_gather_s=0.1) as batcher:
+        holder = await hold_worker(engine, batcher)
+        red = caption_task(batcher, "red")
+        await wait_until(lambda: len(batcher._waiting) == 1)
+        assert engine.gate is not None
+        engine.gate.set()
+        await holder
+        assert caption_of(await asyncio.wait_for(red, 5)) == "a red square"  # nobody came
+    assert engine.batch_sizes == [1, 1]
+
+
+async def test_a_lone_client_coming_back_does_not_wait_for_more() -> None:
+    engine = FakeCaptioner()
+    async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
+        for colour in ("red", "blue", "green"):  # each answered before the next is sent
+            outcome = await asyncio.wait_for(caption_task(batcher, colour), 2)
+            assert caption_of(outcome) == f"a {colour} square"
+    assert engine.batch_sizes == [1, 1, 1]
 
 
 async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
@@ -176,7 +200,8 @@ async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
             assert caption_of(await asyncio.wait_for(red, 5)) == "a red square"
         finally:
             engine.decode_gates["blue"].set()
-        await blue
+        # Blue would now wait for red's client to come back; closing runs it at once.
+    assert caption_of(await blue) == "a blue square"
     assert engine.calls == [(1, 3, 20), (1, 2, 20)]
 
 
