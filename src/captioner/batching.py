@@ -361,9 +361,8 @@ class MicroBatcher:
         waited ``max_wait_s``; ``max_gather_s`` instead while company is known to be coming
         (an image that could join is being decoded, or fewer requests arrived since the last
         engine call than it answered). Waits count from the later of admission and the end
-        of the last engine call. Returns ``None`` once
-        closing and nothing is admitted; may return an empty list when every request taken
-        had passed its deadline.
+        of the last engine call. Returns ``None`` once closing and nothing is admitted; may
+        return an empty list when every request taken had passed its deadline.
         """
         while True:
             if not self._waiting:

@@ -18,8 +18,8 @@ its complete set is full and no partial caption scores above the worst complete 
 word's log-probability is at most 0, so every later candidate scores at most its partial
 parent, and a newcomer that does not beat the worst kept caption is dropped: the complete
 set can no longer change. The loop ends when every image of the batch is finished; a
-trained model's beams end long before ``max_length``, so this saves most late steps
-(each one reads the whole LSTM and word matrices).
+trained model's captions end well before ``max_length``, so this saves the late steps,
+each of which multiplies every caption by the whole LSTM kernel and word matrix.
 """
 
 from __future__ import annotations
