@@ -98,18 +98,11 @@ def beam_search(
     # Candidate c = parent * K + rank: the original's order (parent, then rank).
     parents = tf.repeat(tf.range(k), k)
 
-    def keep_going(
-        i: tf.Tensor,
-        p_words: tf.Tensor,
-        p_logprobs: tf.Tensor,
-        p_states: tf.Tensor,
-        c_words: tf.Tensor,
-        c_lengths: tf.Tensor,
-        c_logprobs: tf.Tensor,
-    ):
+    def keep_going(i: tf.Tensor, _: tf.Tensor, p_logprobs: tf.Tensor, *rest: tf.Tensor):
         # An image is finished when no partial caption can still enter its complete set
         # (the module docstring says why); with an empty slot in the complete set, only
-        # when no partial caption is left.
+        # when no partial caption is left. The loop variables end with c_logprobs.
+        c_logprobs = rest[-1]
         can_improve = tf.reduce_max(p_logprobs, axis=1) > tf.reduce_min(c_logprobs, axis=1)
         return tf.logical_and(i < length - 1, tf.reduce_any(can_improve))
 

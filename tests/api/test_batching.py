@@ -152,16 +152,24 @@ async def test_waiting_for_a_slow_upload_is_bounded_by_the_gather_time() -> None
     assert engine.batch_sizes == [1, 1]
 
 
+async def queued_behind_a_batch_of_one(
+    engine: FakeCaptioner, batcher: MicroBatcher, colour: str
+) -> asyncio.Task[Captioned]:
+    """A request that waited through a one-image batch, which has just answered its client."""
+    holder = await hold_worker(engine, batcher)
+    task = caption_task(batcher, colour)
+    await wait_until(lambda: len(batcher._waiting) == 1)
+    assert engine.gate is not None
+    engine.gate.set()
+    await holder
+    return task
+
+
 async def test_requests_queued_behind_a_batch_wait_for_the_clients_it_answered() -> None:
     """Closed-loop clients come back together: a queue split in two groups merges again."""
     engine = FakeCaptioner()
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
-        holder = await hold_worker(engine, batcher)
-        red = caption_task(batcher, "red")
-        await wait_until(lambda: len(batcher._waiting) == 1)
-        assert engine.gate is not None
-        engine.gate.set()
-        await holder
+        red = await queued_behind_a_batch_of_one(engine, batcher, "red")
         await asyncio.sleep(0.2)  # 100 times max_wait: red waits for the holder's client
         assert engine.batch_sizes == [1]
         blue = caption_task(batcher, "blue")  # the holder's client, back
@@ -173,12 +181,7 @@ async def test_requests_queued_behind_a_batch_wait_for_the_clients_it_answered()
 async def test_waiting_for_answered_clients_is_bounded_by_the_gather_time() -> None:
     engine = FakeCaptioner()
     async with running(engine, max_wait_s=0.002, max_gather_s=0.1) as batcher:
-        holder = await hold_worker(engine, batcher)
-        red = caption_task(batcher, "red")
-        await wait_until(lambda: len(batcher._waiting) == 1)
-        assert engine.gate is not None
-        engine.gate.set()
-        await holder
+        red = await queued_behind_a_batch_of_one(engine, batcher, "red")
         assert caption_of(await asyncio.wait_for(red, 5)) == "a red square"  # nobody came
     assert engine.batch_sizes == [1, 1]
 
