@@ -214,8 +214,6 @@ def download(
     Every file is checked against its pinned digest, and the model directory is switched
     in only when complete, so an interrupted run leaves the old state; rerun to resume.
     """
-    import logging
-
     from captioner.config import Settings
     from captioner.download import install_model
 
