@@ -2,7 +2,8 @@
 """How fast is ``captioner serve``? Throughput and latency under load, against the encoder.
 
 Writes a full-size checkpoint of the original layout with seeded random values (the real
-weights are not downloadable here; the cost is the same), then, in one run:
+weights are not downloadable here), or takes ``--model-dir`` (the pretrained model once
+``captioner download`` has fetched it), then, in one run:
 
 1. the bare Inception encoder, loaded in this process, at batch sizes 1..16: its best
    throughput is the ceiling a server can approach; plus one image through the whole
@@ -15,7 +16,13 @@ weights are not downloadable here; the cost is the same), then, in one run:
 The encoder is measured before any server starts and the servers run one at a time, so
 nothing competes for the CPU but the server and this load generator.
 
+Random weights cost the encoder what the real ones cost, and are the beam search's worst
+case: their captions never end, so every image runs all ``max_length - 1`` steps, where a
+trained model's captions end and the search stops early. ``--model-dir`` and ``--image``
+measure real weights on a real photo instead.
+
 Usage: python scripts/bench_server.py [--duration 25] [--concurrency 1 8 32]
+                                      [--model-dir DIR] [--image FILE]
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from captioner.assets import ModelFiles
+from captioner.assets import ModelFiles, model_files_in
 from checkpoints import write_full_size_checkpoint
 
 
@@ -246,13 +253,20 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=25.0, help="seconds per load level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--encoder-seconds", type=float, default=6.0)
+    parser.add_argument(
+        "--model-dir", type=Path, help="serve this model directory instead of random weights"
+    )
+    parser.add_argument("--image", type=Path, help="post this image instead of a synthetic one")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    image = photo_like_jpeg()
+    image = args.image.read_bytes() if args.image else photo_like_jpeg()
 
     with tempfile.TemporaryDirectory() as tmp:
-        print("writing the full-size random checkpoint ...", flush=True)
-        files = write_full_size_checkpoint(Path(tmp) / "model")
+        if args.model_dir:
+            files = model_files_in(args.model_dir)
+        else:
+            print("writing the full-size random checkpoint ...", flush=True)
+            files = write_full_size_checkpoint(Path(tmp) / "model")
         print("bare engine in this process:", flush=True)
         from captioner.engine import Captioner
 
