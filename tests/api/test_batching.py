@@ -42,6 +42,15 @@ async def running(engine: FakeCaptioner, **options: Any) -> AsyncIterator[MicroB
         await batcher.aclose(5.0)
 
 
+def caption_task(
+    batcher: MicroBatcher, colour: str, beam_size: int = 3, max_length: int = 20
+) -> asyncio.Task[Captioned]:
+    """Caption a solid image of ``colour`` in the background."""
+    return asyncio.create_task(
+        batcher.caption(png_bytes(colour), beam_size=beam_size, max_length=max_length)
+    )
+
+
 async def hold_worker(engine: FakeCaptioner, batcher: MicroBatcher) -> asyncio.Task[Captioned]:
     """Start one request and keep the worker busy with it until ``engine.gate`` is set."""
     engine.gate = threading.Event()
@@ -67,10 +76,7 @@ async def test_requests_queued_behind_a_batch_run_together_and_get_their_own_cap
     engine = FakeCaptioner()
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
-        tasks = [
-            asyncio.create_task(batcher.caption(png_bytes(c), beam_size=3, max_length=20))
-            for c in COLOURS[:5]
-        ]
+        tasks = [caption_task(batcher, c) for c in COLOURS[:5]]
         await wait_until(lambda: batcher.depth == 5 and len(batcher._waiting) == 5)
         assert engine.gate is not None
         engine.gate.set()
@@ -85,10 +91,7 @@ async def test_batches_never_exceed_the_maximum() -> None:
     engine = FakeCaptioner()
     async with running(engine, max_batch_size=4) as batcher:
         holder = await hold_worker(engine, batcher)
-        tasks = [
-            asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
-            for _ in range(10)
-        ]
+        tasks = [caption_task(batcher, "red") for _ in range(10)]
         await wait_until(lambda: len(batcher._waiting) == 10)
         assert engine.gate is not None
         engine.gate.set()
@@ -103,12 +106,7 @@ async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
         knobs = [(3, 20), (2, 20), (3, 20), (3, 5), (2, 20)]
         tasks = []
         for count, (beam_size, max_length) in enumerate(knobs, start=1):  # queued in this order
-            image = png_bytes("red")
-            tasks.append(
-                asyncio.create_task(
-                    batcher.caption(image, beam_size=beam_size, max_length=max_length)
-                )
-            )
+            tasks.append(caption_task(batcher, "red", beam_size, max_length))
             await wait_until(lambda n=count: len(batcher._waiting) == n)
         assert engine.gate is not None
         engine.gate.set()
@@ -116,12 +114,6 @@ async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
     # Oldest first: the (3, 20) pair, then (2, 20) pair, then (3, 5).
     assert engine.calls == [(1, 3, 20), (2, 3, 20), (2, 2, 20), (1, 3, 5)]
     assert [len(r.captions) for r in results[1:]] == [3, 2, 3, 3, 2]
-
-
-def caption_task(batcher: MicroBatcher, colour: str, beam_size: int = 3) -> asyncio.Task[Captioned]:
-    return asyncio.create_task(
-        batcher.caption(png_bytes(colour), beam_size=beam_size, max_length=20)
-    )
 
 
 async def test_uploads_still_being_decoded_join_the_batch_past_the_wait() -> None:
@@ -212,10 +204,7 @@ async def test_full_queue_is_refused_before_any_decoding() -> None:
     engine = FakeCaptioner()
     async with running(engine, max_queue_size=2) as batcher:
         holder = await hold_worker(engine, batcher)
-        queued = [
-            asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
-            for _ in range(2)
-        ]
+        queued = [caption_task(batcher, "red") for _ in range(2)]
         await wait_until(lambda: len(batcher._waiting) == 2)
         decoded = engine.preprocessed
         with pytest.raises(OverloadedError) as refused:
@@ -283,7 +272,7 @@ async def test_a_client_that_leaves_frees_its_place_and_costs_nothing() -> None:
     engine = FakeCaptioner()
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
-        leaver = asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
+        leaver = caption_task(batcher, "red")
         await wait_until(lambda: len(batcher._waiting) == 1)
         leaver.cancel()
         await asyncio.gather(leaver, return_exceptions=True)
@@ -301,7 +290,7 @@ async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
     )
     await batcher.start()
     # With a 10 s batch wait, only the drain can make this batch run early.
-    queued = asyncio.create_task(batcher.caption(png_bytes("red"), beam_size=3, max_length=20))
+    queued = caption_task(batcher, "red")
     await wait_until(lambda: len(batcher._waiting) == 1)
     await asyncio.wait_for(batcher.aclose(5.0), 2.0)
     assert caption_of(await queued) == "a red square"
