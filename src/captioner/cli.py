@@ -39,6 +39,12 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_PRECISION_HELP = (
+    "Arithmetic of the model: 'fp32' (the original's), 'bf16' (faster on CPUs with native "
+    "bfloat16, probabilities differ slightly), 'auto' (bf16 if it times clearly faster "
+    "at load). [default: fp32]"
+)
+
 _MODEL_OPTIONS = (
     click.option(
         "--model",
@@ -59,6 +65,12 @@ _MODEL_OPTIONS = (
     ),
     click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True),
     click.option("--max-length", type=click.IntRange(1, 100), default=20, show_default=True),
+    click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16", "auto"]),
+        default=None,
+        help=_PRECISION_HELP,
+    ),
 )
 
 
@@ -94,6 +106,7 @@ def caption(
     model: str | None,
     beam_size: int,
     max_length: int,
+    precision: str | None,
     batch_size: int,
     as_json: bool,
 ) -> None:
@@ -104,7 +117,9 @@ def caption(
     """
     import numpy as np
 
-    captioner = _load_captioner(checkpoint=checkpoint, vocab=vocab, model=model)
+    captioner = _load_captioner(
+        checkpoint=checkpoint, vocab=vocab, model=model, precision=precision, batch_size=batch_size
+    )
     failed = False
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -130,14 +145,23 @@ def caption(
         sys.exit(1)
 
 
-def _load_captioner(checkpoint: Path | None, vocab: Path | None, model: str | None) -> Any:
-    """The Captioner that --checkpoint/--vocab/--model (or the environment) name."""
+def _load_captioner(
+    checkpoint: Path | None,
+    vocab: Path | None,
+    model: str | None,
+    precision: str | None,
+    batch_size: int = 8,
+) -> Any:
+    """The Captioner that --checkpoint/--vocab/--model/--precision (or the environment) name."""
     from captioner.config import Settings
     from captioner.engine import Captioner
 
-    overrides: dict[str, Any] = {"checkpoint": checkpoint, "vocab": vocab}
-    if model is not None:
-        overrides["model"] = model
+    overrides: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "vocab": vocab,
+        "model": model,
+        "precision": precision,
+    }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     files = settings.model_files()
     if not files.checkpoint.exists():
@@ -146,7 +170,13 @@ def _load_captioner(checkpoint: Path | None, vocab: Path | None, model: str | No
             "'captioner download' (or point at one with --checkpoint/--vocab, or use "
             "--model demo for the bundled demo model)."
         )
-    return Captioner.load(files.checkpoint, files.vocab, max_image_pixels=settings.max_image_pixels)
+    return Captioner.load(
+        files.checkpoint,
+        files.vocab,
+        max_image_pixels=settings.max_image_pixels,
+        precision=settings.precision,
+        calibration_batch_size=batch_size,
+    )
 
 
 def _print_captions(image: str, captions: list[Any], as_json: bool) -> None:
@@ -263,6 +293,7 @@ def download(
 @click.option("--cors-enable", is_flag=True, default=None, help="Allow every origin (MAX's).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow this origin; repeat.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), help=_PRECISION_HELP)
 @_reports_errors
 def serve(**options: Any) -> None:
     """Serve the MAX-compatible caption API (uvicorn).
@@ -507,6 +538,7 @@ def evaluate(
     vocab: Path | None,
     beam_size: int,
     max_length: int,
+    precision: str | None,
     samples: int,
     on_error: str,
     as_json: bool,
@@ -522,7 +554,9 @@ def evaluate(
 
     with _library_warnings_on_stderr():
         examples = read_dataset(data, images, on_error)  # type: ignore[arg-type]
-    captioner = _load_captioner(checkpoint=checkpoint, vocab=vocab, model=model)
+    captioner = _load_captioner(
+        checkpoint=checkpoint, vocab=vocab, model=model, precision=precision
+    )
     result = run_evaluation(
         captioner,
         examples.examples,

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="Arithmetic of the model: 'fp32' (the original's: its exact captions and "
+        "probabilities); 'bf16' (bfloat16: up to twice as fast on CPUs with native bfloat16, "
+        "probabilities differ slightly); 'auto' (bf16 if timing the encoder at load finds it "
+        "clearly faster, else fp32).",
+    )
     intra_op_threads: int | None = Field(None, ge=1, description="TF intra-op threads.")
     inter_op_threads: int | None = Field(None, ge=1, description="TF inter-op threads.")
 

@@ -208,7 +208,12 @@ class ModelService:
             await batcher.aclose(0)
             return
         self._batcher = batcher
-        logger.info("model %s loaded from %s", engine.info.name, engine.info.checkpoint)
+        logger.info(
+            "model %s loaded from %s, precision %s",
+            engine.info.name,
+            engine.info.checkpoint,
+            engine.info.precision,
+        )
         self._set_state(ModelState.READY)
 
     async def _drain(self) -> None:
@@ -240,4 +245,6 @@ def _load_engine(settings: Settings) -> ServingEngine:
         max_image_pixels=settings.max_image_pixels,
         intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
+        precision=settings.precision,
+        calibration_batch_size=settings.max_batch_size,
     )
