@@ -52,9 +52,7 @@ def compare(files: ModelFiles, images: list[Path]) -> tuple[float, np.ndarray]:
             pixels = np.stack([captioner.preprocess(path.read_bytes()) for path in images])
         results[precision] = top_captions(captioner, pixels)
     same = [a[0] == b[0] for a, b in zip(results["fp32"], results["bf16"], strict=True)]
-    deltas = np.array(
-        [b[1] - a[1] for a, b in zip(results["fp32"], results["bf16"], strict=True)]
-    )
+    deltas = np.array([b[1] - a[1] for a, b in zip(results["fp32"], results["bf16"], strict=True)])
     return float(np.mean(same)), deltas
 
 
@@ -84,10 +82,7 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             captioner = Captioner.load(demo.checkpoint, demo.vocab, precision=precision)
             scores = evaluate(captioner, examples, sample_count=0)
-            print(
-                f"  {precision}: exact match {scores.exact_match:.1%}, "
-                f"BLEU-4 {scores.bleu4:.4f}"
-            )
+            print(f"  {precision}: exact match {scores.exact_match:.1%}, BLEU-4 {scores.bleu4:.4f}")
         same, deltas = compare(demo, images)
         print(f"  top caption the same in both: {same:.1%}; {describe(deltas)}")
 
