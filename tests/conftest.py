@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from captioner.assets import ModelFiles
 from checkpoints import write_full_size_checkpoint, write_random_checkpoint
 
-
 _LOOPBACK = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
 
 
