@@ -5,23 +5,28 @@ Writes a full-size checkpoint of the original layout with seeded random values (
 weights are not downloadable here), or takes ``--model-dir`` (the pretrained model once
 ``captioner download`` has fetched it), then, in one run:
 
-1. the bare Inception encoder, loaded in this process, at batch sizes 1..16: its best
-   throughput is the ceiling a server can approach; plus one image through the whole
-   engine (encoder + beam search) and through the encoder alone;
-2. ``captioner serve`` as a subprocess, batching on (``--max-batch-size 8``) and off
-   (``--max-batch-size 1``), each at concurrency 1, 8 and 32 for ``--duration`` seconds
-   of closed-loop load (each client sends its next request when the last one is
-   answered): throughput, p50 and p95 latency, and the server's resident memory.
+1. the bare Inception encoder (the engine's own encoder graph), loaded in this process, at
+   batch sizes 1..16, in float32 and in each other ``--precision`` asked for: the best
+   float32 throughput is the reference every other figure is divided by, and the bare
+   encoder's own bf16/fp32 ratio says what bfloat16 can give on this CPU; plus one image
+   and a batch of 8 through the whole engine (encoder + beam search), per precision;
+2. ``captioner serve --precision P`` as a subprocess for each precision, batching on
+   (``--max-batch-size 8``) and, with ``--batching on off``, off (``--max-batch-size 1``),
+   each at concurrency 1, 8 and 32 for ``--duration`` seconds of closed-loop load (each
+   client sends its next request when the last one is answered): throughput (as a ratio
+   to the bare float32 encoder's best), p50 and p95 latency, and resident memory.
 
-The encoder is measured before any server starts and the servers run one at a time, so
-nothing competes for the CPU but the server and this load generator.
+The encoders are measured before any server starts (and the float32 one again after the
+servers: the reference is the mean of both), and the servers run one at a time, so nothing
+competes for the CPU but the server and this load generator.
 
 Random weights cost the encoder what the real ones cost, and are the beam search's worst
 case: their captions never end, so every image runs all ``max_length - 1`` steps, where a
 trained model's captions end and the search stops early. ``--model-dir`` and ``--image``
 measure real weights on a real photo instead.
 
-Usage: python scripts/bench_server.py [--duration 25] [--concurrency 1 8 32]
+Usage: python scripts/bench_server.py [--precision fp32 bf16] [--batching on off]
+                                      [--duration 25] [--concurrency 1 8 32]
                                       [--model-dir DIR] [--image FILE]
 """
 
@@ -84,16 +89,32 @@ def encoder_throughput(captioner: Any, pixels: np.ndarray, batch: int, seconds: 
 
 
 def bench_engine(captioner: Any, pixels: np.ndarray, seconds: float) -> dict[str, float]:
-    """Bare encoder throughput per batch size, and one image through encoder / engine."""
+    """Bare encoder throughput per batch size, and one image / a batch of 8 through the
+    whole engine."""
     results: dict[str, float] = {}
     for batch in (1, 2, 4, 8, 16):
         results[f"encoder_b{batch}"] = encoder_throughput(captioner, pixels, batch, seconds)
         print(f"  bare encoder, batch {batch:2d}: {results[f'encoder_b{batch}']:.2f} images/s")
-    one = pixels[None]
+    one, eight = pixels[None], np.stack([pixels] * 8)
     captioner.caption_arrays(one)
+    captioner.caption_arrays(eight)
     results["encoder_1_ms"] = _median_ms(lambda: captioner.encode(one), 7)
     results["engine_1_ms"] = _median_ms(lambda: captioner.caption_arrays(one), 7)
+    results["engine_8_ms"] = _median_ms(lambda: captioner.caption_arrays(eight), 5)
+    print(
+        f"  one image: encoder {results['encoder_1_ms']:.0f} ms, whole engine "
+        f"{results['engine_1_ms']:.0f} ms; batch of 8, whole engine "
+        f"{results['engine_8_ms']:.0f} ms ({8000 / results['engine_8_ms']:.2f} images/s)"
+    )
     return results
+
+
+def best_encoder(results: dict[str, float]) -> tuple[int, float]:
+    """The batch size at which the bare encoder ran fastest, and its images per second."""
+    return max(
+        ((int(k.removeprefix("encoder_b")), v) for k, v in results.items() if "_b" in k),
+        key=lambda item: item[1],
+    )
 
 
 def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -111,12 +132,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(files: ModelFiles, port: int, max_batch_size: int) -> subprocess.Popen[bytes]:
+def start_server(
+    files: ModelFiles, port: int, max_batch_size: int, precision: str
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "captioner", "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--checkpoint", str(files.checkpoint), "--vocab", str(files.vocab), "--offline",
-        "--max-batch-size", str(max_batch_size),
+        "--max-batch-size", str(max_batch_size), "--precision", precision,
         "--max-queue-size", "128", "--log-level", "warning",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
@@ -203,6 +226,7 @@ def _percentile_ms(sorted_s: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Row:
+    precision: str
     label: str
     concurrency: int
     load: LoadResult
@@ -221,6 +245,7 @@ class Row:
 
 
 def measure(
+    precision: str,
     label: str,
     process: subprocess.Popen[bytes],
     port: int,
@@ -238,6 +263,7 @@ def measure(
     images = delta["captioner_batch_size_sum"]
     rss, peak = resident_mb(process.pid)
     return Row(
+        precision=precision,
         label=label,
         concurrency=concurrency,
         load=load,
@@ -250,6 +276,16 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "bf16", "auto"],
+        default=["fp32"],
+        help="serve in each of these (the bare float32 encoder is always measured)",
+    )
+    parser.add_argument(
+        "--batching", nargs="+", choices=["on", "off"], default=["on", "off"], help="max 8 / 1"
+    )
     parser.add_argument("--duration", type=float, default=25.0, help="seconds per load level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--encoder-seconds", type=float, default=6.0)
@@ -267,59 +303,86 @@ def main() -> None:
         else:
             print("writing the full-size random checkpoint ...", flush=True)
             files = write_full_size_checkpoint(Path(tmp) / "model")
-        print("bare engine in this process:", flush=True)
         from captioner.engine import Captioner
 
-        captioner = Captioner.load(files.checkpoint, files.vocab)
-        pixels = captioner.preprocess(image)
-        engine = bench_engine(captioner, pixels, args.encoder_seconds)
-        best_batch, best = max(
-            ((int(k.removeprefix("encoder_b")), v) for k, v in engine.items() if "_b" in k),
-            key=lambda item: item[1],
-        )
+        engines: dict[str, dict[str, float]] = {}
+        captioners: dict[str, Any] = {}
+        for precision in dict.fromkeys(["fp32", *args.precision]):
+            print(f"bare engine in this process, {precision}:", flush=True)
+            captioner = Captioner.load(files.checkpoint, files.vocab, precision=precision)
+            if captioner.precision != precision:
+                print(f"  ({precision} runs {captioner.precision} on this machine)")
+            captioners[precision] = captioner
+            engines[precision] = bench_engine(
+                captioner, captioner.preprocess(image), args.encoder_seconds
+            )
+        best_batch, best = best_encoder(engines["fp32"])
 
         rows = []
-        for label, max_batch in (("on (max 8)", 8), ("off (max 1)", 1)):
-            port = free_port()
-            print(f"server, batching {label}: starting ...", flush=True)
-            process = start_server(files, port, max_batch)
-            try:
-                # Warm-up, unmeasured: first requests, allocator growth.
-                asyncio.run(
-                    closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
-                )  # warm: first requests, allocator
-                for concurrency in args.concurrency:
-                    row = measure(label, process, port, image, concurrency, args.duration)
-                    rows.append(row)
-                    print(f"  c={concurrency:2d}: {row}", flush=True)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(60)
+        batchings = [("on (max 8)", 8) if b == "on" else ("off (max 1)", 1) for b in args.batching]
+        for precision in args.precision:
+            for label, max_batch in batchings:
+                port = free_port()
+                print(f"server, {precision}, batching {label}: starting ...", flush=True)
+                process = start_server(files, port, max_batch, precision)
+                try:
+                    # Warm-up, unmeasured: first requests, allocator growth.
+                    asyncio.run(
+                        closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
+                    )
+                    for concurrency in args.concurrency:
+                        row = measure(
+                            precision, label, process, port, image, concurrency, args.duration
+                        )
+                        rows.append(row)
+                        print(f"  c={concurrency:2d}: {row}", flush=True)
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(60)
 
         # Again, after the servers: the machine's load may have changed meanwhile.
-        best_after = encoder_throughput(captioner, pixels, best_batch, args.encoder_seconds)
+        fp32 = captioners["fp32"]
+        best_after = encoder_throughput(
+            fp32, fp32.preprocess(image), best_batch, args.encoder_seconds
+        )
         reference = (best + best_after) / 2
 
     print()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print(
-        f"Bare encoder, best batch {best_batch}: {best:.2f} images/s before the servers, "
-        f"{best_after:.2f} after (reference: the mean, {reference:.2f}); one image: "
-        f"encoder {engine['encoder_1_ms']:.0f} ms, whole engine {engine['engine_1_ms']:.0f} ms"
+        f"Bare fp32 encoder, best batch {best_batch}: {best:.2f} images/s before the servers, "
+        f"{best_after:.2f} after (reference: the mean, {reference:.2f})"
     )
+    for precision, engine in engines.items():
+        batch, top = best_encoder(engine)
+        print(
+            f"  {precision}: bare encoder best {top:.2f} images/s (batch {batch}, "
+            f"{top / best:.2f}x the fp32 encoder); engine: one image "
+            f"{engine['engine_1_ms']:.0f} ms (encoder {engine['encoder_1_ms']:.0f}), batch of "
+            f"8 {engine['engine_8_ms']:.0f} ms = {8000 / engine['engine_8_ms'] / reference:.2f}x"
+        )
     print()
     print(
-        "| batching | concurrency | throughput (req/s) | % of bare encoder "
+        "| precision | batching | clients | throughput (req/s) | x bare fp32 encoder "
         "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MB) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         load = row.load
         print(
-            f"| {row.label} | {row.concurrency} | {load.throughput:.2f} | "
-            f"{100 * load.throughput / reference:.0f}% | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
+            f"| {row.precision} | {row.label} | {row.concurrency} | {load.throughput:.2f} | "
+            f"{load.throughput / reference:.2f}x | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
             f"{load.errors} | {row.rss_mb:.0f} (peak {row.peak_rss_mb:.0f}) |"
         )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the report."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":
