@@ -234,7 +234,15 @@ def _load_engine(settings: Settings) -> ServingEngine:
     """Fetch the model if needed and load it (blocking; runs in a thread).
 
     TensorFlow is imported here, not at module import, so the API imports in milliseconds.
+    Before the model loads, the pages TensorFlow's import left resident are released:
+    loading and warm-up bring back what serving uses (see :mod:`captioner.memory`).
     """
     from captioner.engine import Captioner
+    from captioner.memory import release_library_pages, resident_mib
+    from captioner.tf_runtime import import_tensorflow
 
+    import_tensorflow(settings.log_level)
+    before = resident_mib()
+    release_library_pages()
+    logger.debug("TensorFlow's start-up pages released: %.0f -> %.0f MiB", before, resident_mib())
     return Captioner.from_settings(settings, download=True, progress="log")
