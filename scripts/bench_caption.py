@@ -2,14 +2,16 @@
 """How long does a caption take? The engine and ``captioner caption --json`` on this machine.
 
 Writes a full-size checkpoint of the original layout with seeded random values (the real
-weights are not downloadable here; the cost is the same), then reports medians of:
+weights are not downloadable here; the cost is the same), then reports medians of, for
+each ``--precision``:
 
 - the whole command ``captioner caption --json`` for 1 image and for 8 images (a cold
   process: Python and TensorFlow start-up, checkpoint load, graph trace, caption);
 - the loaded engine: one image alone, and a batch of 8, with the bare encoder alongside
-  (same process, same run), so the share of the beam search is visible.
+  (same process, same run), so the share of the beam search is visible; throughputs are
+  also given as a ratio to the bare float32 encoder's at batch 8.
 
-Usage: python scripts/bench_caption.py [--repeats N]
+Usage: python scripts/bench_caption.py [--repeats N] [--precision fp32 bf16]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,11 +42,31 @@ def _median_s(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def measure_engine(captioner: Any, data: list[bytes], repeats: int) -> dict[str, Any]:
+    """Medians of preprocessing, the engine and the bare encoder at 1 and 8 images."""
+    pixels = np.stack([captioner.preprocess(d) for d in data])
+    captioner.warmup([8, 1])
+    captioner.encode(pixels[:1])
+    captioner.encode(pixels)
+    return {
+        "ran": captioner.precision,
+        "pre": _median_s(lambda: captioner.preprocess(data[0]), repeats),
+        "one": _median_s(lambda: captioner.caption_arrays(pixels[:1]), repeats),
+        "eight": _median_s(lambda: captioner.caption_arrays(pixels), repeats),
+        "enc1": _median_s(lambda: captioner.encode(pixels[:1]), repeats),
+        "enc8": _median_s(lambda: captioner.encode(pixels), repeats),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--precision", nargs="+", choices=["fp32", "bf16", "auto"], default=["fp32", "bf16"]
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    precisions = list(dict.fromkeys(["fp32", *args.precision]))
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -55,54 +78,69 @@ def main() -> None:
             Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(path)
             images.append(path)
 
-        command = [
-            sys.executable,
-            "-m",
-            "captioner",
-            "caption",
-            "--json",
-            "--checkpoint",
-            str(files.checkpoint),
-        ]
-        cli_1 = _median_s(
-            lambda: subprocess.run([*command, str(images[0])], check=True, capture_output=True), 3
-        )
-        cli_8 = _median_s(
-            lambda: subprocess.run([*command, *map(str, images)], check=True, capture_output=True),
-            3,
-        )
+        cold: dict[str, tuple[float, float]] = {}
+        for precision in precisions:
+            command = [
+                sys.executable, "-m", "captioner", "caption", "--json",
+                "--checkpoint", str(files.checkpoint), "--precision", precision,
+            ]  # fmt: skip
+            one = _median_s(
+                lambda c=command: subprocess.run(
+                    [*c, str(images[0])], check=True, capture_output=True
+                ),
+                3,
+            )
+            eight = _median_s(
+                lambda c=command: subprocess.run(
+                    [*c, *map(str, images)], check=True, capture_output=True
+                ),
+                3,
+            )
+            cold[precision] = (one, eight)
 
         from captioner.engine import Captioner
 
-        started = time.perf_counter()
-        captioner = Captioner.load(files.checkpoint, files.vocab)
-        load_s = time.perf_counter() - started
+        rows = {}
         data = [p.read_bytes() for p in images]
-        pixels = np.stack([captioner.preprocess(d) for d in data])
-        captioner.warmup([1, 8])
-        captioner.encode(pixels[:1])
-        captioner.encode(pixels)
-        pre_s = _median_s(lambda: captioner.preprocess(data[0]), args.repeats)
-        one_s = _median_s(lambda: captioner.caption_arrays(pixels[:1]), args.repeats)
-        eight_s = _median_s(lambda: captioner.caption_arrays(pixels), args.repeats)
-        enc1_s = _median_s(lambda: captioner.encode(pixels[:1]), args.repeats)
-        enc8_s = _median_s(lambda: captioner.encode(pixels), args.repeats)
+        for precision in precisions:
+            started = time.perf_counter()
+            captioner = Captioner.load(files.checkpoint, files.vocab, precision=precision)
+            rows[precision] = {
+                "load": time.perf_counter() - started,
+                **measure_engine(captioner, data, args.repeats),
+            }
+            del captioner
 
-    print(f"machine: {os.cpu_count()} CPUs; full-size random checkpoint; medians")
-    print(f"captioner caption --json, 1 image (cold process):  {cli_1:6.2f} s")
-    print(f"captioner caption --json, 8 images (cold process): {cli_8:6.2f} s")
-    print(f"checkpoint load (in process):                      {load_s:6.2f} s")
-    print(f"preprocess one 640x480 JPEG:                       {pre_s * 1000:6.1f} ms")
-    print(f"caption 1 image (encoder + beam search):           {one_s * 1000:6.1f} ms")
-    print(f"  bare encoder, 1 image:                           {enc1_s * 1000:6.1f} ms")
-    print(
-        f"caption batch of 8:                                {eight_s * 1000:6.1f} ms"
-        f"  ({eight_s / 8 * 1000:.1f} ms/image, {8 / eight_s:.1f} images/s)"
-    )
-    print(
-        f"  bare encoder, batch of 8:                        {enc8_s * 1000:6.1f} ms"
-        f"  ({8 / enc8_s:.1f} images/s)"
-    )
+    reference = 8 / rows["fp32"]["enc8"]
+    print(f"CPU: {_cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print("full-size random checkpoint; medians; ratios to the bare fp32 encoder at batch 8")
+    for precision in precisions:
+        row, (cli_1, cli_8) = rows[precision], cold[precision]
+        print(f"--- {precision} (runs {row['ran']}; load with calibration {row['load']:.2f} s)")
+        print(f"captioner caption --json, 1 image (cold process):  {cli_1:6.2f} s")
+        print(f"captioner caption --json, 8 images (cold process): {cli_8:6.2f} s")
+        print(f"preprocess one 640x480 JPEG:                       {row['pre'] * 1000:6.1f} ms")
+        print(f"caption 1 image (encoder + beam search):           {row['one'] * 1000:6.1f} ms")
+        print(f"  bare encoder, 1 image:                           {row['enc1'] * 1000:6.1f} ms")
+        print(
+            f"caption batch of 8:                                {row['eight'] * 1000:6.1f} ms"
+            f"  ({8 / row['eight']:.1f} images/s, {8 / row['eight'] / reference:.2f}x)"
+        )
+        print(
+            f"  bare encoder, batch of 8:                        {row['enc8'] * 1000:6.1f} ms"
+            f"  ({8 / row['enc8']:.1f} images/s, {8 / row['enc8'] / reference:.2f}x)"
+        )
+
+
+def _run(command: list[str]) -> None:
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":
