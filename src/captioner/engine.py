@@ -269,7 +269,18 @@ class Captioner:
             raise ValueError(f"pixels must be [B, 299, 299, 3], got {list(pixels.shape)}")
         if pixels.shape[0] == 0:
             return []
-        features = self._encoder(pixels)
+        return self.search(self._encoder(pixels), beam_size, max_length)
+
+    def search(
+        self, features: np.ndarray | Any, beam_size: int = 3, max_length: int = 20
+    ) -> list[list[Caption]]:
+        """The second stage alone: the beam search from image features (see :meth:`encode`).
+
+        Args:
+            features: float32 ``[B, F]``, a NumPy array or a TensorFlow tensor.
+            beam_size, max_length: as in :meth:`caption_arrays`.
+        """
+        self._check_parameters(beam_size, max_length)
         words, lengths, logprobs = self._search(beam_size, max_length)(features)
         return self._to_captions(words.numpy(), lengths.numpy(), logprobs.numpy())
 
@@ -289,8 +300,8 @@ class Captioner:
         )
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """The bare encoder, the serving graph itself: float32 ``[B, 299, 299, 3]`` ->
-        float32 ``[B, F]`` features."""
+        """The first stage alone, the serving graph itself (the "bare encoder"): float32
+        ``[B, 299, 299, 3]`` -> float32 ``[B, F]`` features."""
         return self._encoder(np.asarray(pixels, dtype=np.float32)).numpy()
 
     def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
