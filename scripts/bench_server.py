@@ -6,19 +6,22 @@ weights are not downloadable here), or takes ``--model-dir`` (the pretrained mod
 ``captioner download`` has fetched it), then, in one run:
 
 1. the bare Inception encoder (the engine's own encoder graph), loaded in this process, at
-   batch sizes 1..16, in float32 and in each other ``--precision`` asked for: the best
-   float32 throughput is the reference every other figure is divided by, and the bare
-   encoder's own bf16/fp32 ratio says what bfloat16 can give on this CPU; plus one image
+   batch sizes 1..16, in float32 and in each other ``--precision`` asked for, the
+   precisions in turn at each size: the batch size where float32 runs fastest, and the
+   bare encoder's own bf16/fp32 ratio (what bfloat16 can give on this CPU); plus one image
    and a batch of 8 through the whole engine (encoder + beam search), per precision;
 2. ``captioner serve --precision P`` as a subprocess for each precision, batching on
    (``--max-batch-size 8``) and, with ``--batching on off``, off (``--max-batch-size 1``),
    each at concurrency 1, 8 and 32 for ``--duration`` seconds of closed-loop load (each
    client sends its next request when the last one is answered): throughput (as a ratio
-   to the bare float32 encoder's best), p50 and p95 latency, and resident memory.
+   to the bare float32 encoder), p50 and p95 latency, and resident memory (above what
+   ``scripts/deploy_footprint.py`` reports: this process maps TensorFlow too, and the
+   server cannot release library pages another process maps).
 
-The encoders are measured before any server starts (and the float32 one again after the
-servers: the reference is the mean of both), and the servers run one at a time, so nothing
-competes for the CPU but the server and this load generator.
+The servers run one at a time, and the bare float32 encoder (at its best batch size) is
+measured again just before each server starts and just after it stops: each server's
+figures are divided by the mean of those two, so a machine whose other load comes and goes
+during the run still compares like with like.
 
 Random weights cost the encoder what the real ones cost, and are the beam search's worst
 case: their captions never end, so every image runs all ``max_length - 1`` steps, where a
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import os
 import signal
@@ -88,33 +92,30 @@ def encoder_throughput(captioner: Any, pixels: np.ndarray, batch: int, seconds: 
     return count / (time.perf_counter() - started)
 
 
-def bench_engine(captioner: Any, pixels: np.ndarray, seconds: float) -> dict[str, float]:
-    """Bare encoder throughput per batch size, and one image / a batch of 8 through the
-    whole engine."""
-    results: dict[str, float] = {}
+def bench_encoders(
+    captioners: dict[str, Any], pixels: np.ndarray, seconds: float
+) -> dict[str, dict[int, float]]:
+    """Bare encoder images/s per precision and batch size, the precisions in turn per size."""
+    results: dict[str, dict[int, float]] = {precision: {} for precision in captioners}
     for batch in (1, 2, 4, 8, 16):
-        results[f"encoder_b{batch}"] = encoder_throughput(captioner, pixels, batch, seconds)
-        print(f"  bare encoder, batch {batch:2d}: {results[f'encoder_b{batch}']:.2f} images/s")
-    one, eight = pixels[None], np.stack([pixels] * 8)
-    captioner.caption_arrays(one)
-    captioner.caption_arrays(eight)
-    results["encoder_1_ms"] = _median_ms(lambda: captioner.encode(one), 7)
-    results["engine_1_ms"] = _median_ms(lambda: captioner.caption_arrays(one), 7)
-    results["engine_8_ms"] = _median_ms(lambda: captioner.caption_arrays(eight), 5)
-    print(
-        f"  one image: encoder {results['encoder_1_ms']:.0f} ms, whole engine "
-        f"{results['engine_1_ms']:.0f} ms; batch of 8, whole engine "
-        f"{results['engine_8_ms']:.0f} ms ({8000 / results['engine_8_ms']:.2f} images/s)"
-    )
+        for precision, captioner in captioners.items():
+            rate = encoder_throughput(captioner, pixels, batch, seconds)
+            results[precision][batch] = rate
+            print(f"  bare encoder, {precision}, batch {batch:2d}: {rate:.2f} images/s", flush=True)
     return results
 
 
-def best_encoder(results: dict[str, float]) -> tuple[int, float]:
-    """The batch size at which the bare encoder ran fastest, and its images per second."""
-    return max(
-        ((int(k.removeprefix("encoder_b")), v) for k, v in results.items() if "_b" in k),
-        key=lambda item: item[1],
-    )
+def bench_engine(captioner: Any, pixels: np.ndarray) -> dict[str, float]:
+    """Milliseconds for one image through the encoder and the whole engine, and a batch of 8
+    through the whole engine (medians)."""
+    one, eight = pixels[None], np.stack([pixels] * 8)
+    captioner.caption_arrays(one)
+    captioner.caption_arrays(eight)
+    return {
+        "encoder_1_ms": _median_ms(lambda: captioner.encode(one), 7),
+        "engine_1_ms": _median_ms(lambda: captioner.caption_arrays(one), 7),
+        "engine_8_ms": _median_ms(lambda: captioner.caption_arrays(eight), 5),
+    }
 
 
 def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -229,6 +230,7 @@ class Row:
     precision: str
     label: str
     concurrency: int
+    reference: float  # the bare fp32 encoder's images/s around this server's run
     load: LoadResult
     mean_batch: float  # requests per engine call
     engine_busy: float  # share of the time the engine was running a batch
@@ -247,6 +249,7 @@ class Row:
 def measure(
     precision: str,
     label: str,
+    reference: float,
     process: subprocess.Popen[bytes],
     port: int,
     image: bytes,
@@ -266,6 +269,7 @@ def measure(
         precision=precision,
         label=label,
         concurrency=concurrency,
+        reference=reference,
         load=load,
         mean_batch=images / batches if batches else float("nan"),
         engine_busy=delta["captioner_inference_seconds_sum"] / load.elapsed_s,
@@ -305,23 +309,29 @@ def main() -> None:
             files = write_full_size_checkpoint(Path(tmp) / "model")
         from captioner.engine import Captioner
 
-        engines: dict[str, dict[str, float]] = {}
         captioners: dict[str, Any] = {}
         for precision in dict.fromkeys(["fp32", *args.precision]):
-            print(f"bare engine in this process, {precision}:", flush=True)
             captioner = Captioner.load(files.checkpoint, files.vocab, precision=precision)
             if captioner.precision != precision:
-                print(f"  ({precision} runs {captioner.precision} on this machine)")
+                print(f"({precision} runs {captioner.precision} on this machine)")
             captioners[precision] = captioner
-            engines[precision] = bench_engine(
-                captioner, captioner.preprocess(image), args.encoder_seconds
-            )
-        best_batch, best = best_encoder(engines["fp32"])
+        pixels = captioners["fp32"].preprocess(image)
+        print("bare encoders in this process:", flush=True)
+        encoders = bench_encoders(captioners, pixels, args.encoder_seconds)
+        engines = {p: bench_engine(c, pixels) for p, c in captioners.items()}
+        best_batch = max(encoders["fp32"], key=lambda batch: encoders["fp32"][batch])
+
+        def reference() -> float:
+            rate = encoder_throughput(captioners["fp32"], pixels, best_batch, args.encoder_seconds)
+            print(f"  bare fp32 encoder, batch {best_batch}: {rate:.2f} images/s", flush=True)
+            return rate
 
         rows = []
+        references = []
         batchings = [("on (max 8)", 8) if b == "on" else ("off (max 1)", 1) for b in args.batching]
         for precision in args.precision:
             for label, max_batch in batchings:
+                before = reference()
                 port = free_port()
                 print(f"server, {precision}, batching {label}: starting ...", flush=True)
                 process = start_server(files, port, max_batch, precision)
@@ -330,36 +340,36 @@ def main() -> None:
                     asyncio.run(
                         closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
                     )
-                    for concurrency in args.concurrency:
-                        row = measure(
-                            precision, label, process, port, image, concurrency, args.duration
-                        )
-                        rows.append(row)
-                        print(f"  c={concurrency:2d}: {row}", flush=True)
+                    results = [
+                        measure(precision, label, 0.0, process, port, image, c, args.duration)
+                        for c in args.concurrency
+                    ]
                 finally:
                     process.send_signal(signal.SIGTERM)
                     process.wait(60)
-
-        # Again, after the servers: the machine's load may have changed meanwhile.
-        fp32 = captioners["fp32"]
-        best_after = encoder_throughput(
-            fp32, fp32.preprocess(image), best_batch, args.encoder_seconds
-        )
-        reference = (best + best_after) / 2
+                around = (before + reference()) / 2
+                references.append(around)
+                for row in results:
+                    rows.append(dataclasses.replace(row, reference=around))
+                    print(f"  c={row.concurrency:2d}: {row}", flush=True)
 
     print()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    best = encoders["fp32"][best_batch]
     print(
-        f"Bare fp32 encoder, best batch {best_batch}: {best:.2f} images/s before the servers, "
-        f"{best_after:.2f} after (reference: the mean, {reference:.2f})"
+        f"Bare fp32 encoder: best at batch {best_batch}, {best:.2f} images/s in the sweep; "
+        f"around the servers {', '.join(f'{r:.2f}' for r in references)}"
     )
-    for precision, engine in engines.items():
-        batch, top = best_encoder(engine)
+    for precision in captioners:
+        batch = max(encoders[precision], key=lambda b: encoders[precision][b])
+        top = encoders[precision][batch]
+        same = encoders[precision][best_batch] / encoders["fp32"][best_batch]
+        engine = engines[precision]
         print(
-            f"  {precision}: bare encoder best {top:.2f} images/s (batch {batch}, "
-            f"{top / best:.2f}x the fp32 encoder); engine: one image "
-            f"{engine['engine_1_ms']:.0f} ms (encoder {engine['encoder_1_ms']:.0f}), batch of "
-            f"8 {engine['engine_8_ms']:.0f} ms = {8000 / engine['engine_8_ms'] / reference:.2f}x"
+            f"  {precision}: bare encoder best {top:.2f} images/s (batch {batch}); "
+            f"at batch {best_batch} {same:.2f}x the fp32 encoder; engine: one image "
+            f"{engine['engine_1_ms']:.0f} ms (encoder {engine['encoder_1_ms']:.0f}), batch "
+            f"of 8 {engine['engine_8_ms']:.0f} ms = {8000 / engine['engine_8_ms'] / best:.2f}x"
         )
     print()
     print(
@@ -371,7 +381,7 @@ def main() -> None:
         load = row.load
         print(
             f"| {row.precision} | {row.label} | {row.concurrency} | {load.throughput:.2f} | "
-            f"{load.throughput / reference:.2f}x | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
+            f"{load.throughput / row.reference:.2f}x | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
             f"{load.errors} | {row.rss_mb:.0f} (peak {row.peak_rss_mb:.0f}) |"
         )
