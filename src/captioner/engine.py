@@ -138,7 +138,7 @@ class Captioner:
         self.vocabulary = vocabulary
         self.max_image_pixels = max_image_pixels
         self._pixel_spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
-        self.precision, self.calibration, self._encoder = self._settle_precision(
+        self.precision, self.calibration, self._encoder_ops, self._encoder = self._settle_precision(
             weights, precision, calibration_batch_size, calibrate
         )
         self._decoder = Decoder(weights)
@@ -332,17 +332,18 @@ class Captioner:
         requested: PrecisionChoice,
         batch_size: int,
         calibrate: Calibrate | None,
-    ) -> tuple[Precision, Calibration | None, Any]:
-        """Build the encoder in the precision to run; for bf16 and auto, time both first.
+    ) -> tuple[Precision, Calibration | None, FoldedConvOps, Any]:
+        """The precision to run, its calibration, and the encoder's ops and graph.
 
-        Only the kept encoder's weights stay; the other is dropped after the calibration.
+        For bf16 and auto, both encoders are built and timed first; only the kept one's
+        weights stay (the other is dropped with this frame).
         """
         if requested == "fp32":
-            self._encoder_ops = FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32"))
-            return "fp32", None, self._encoder_graph(self._encoder_ops)
+            ops = FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32"))
+            return "fp32", None, ops, self._encoder_graph(ops)
         bf16 = FoldedConvOps(weights.convs.items(), tf_dtype_name("bf16"))
-        ops = {"fp32": FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32")), "bf16": bf16}
-        graphs = {p: self._encoder_graph(o) for p, o in ops.items()}
+        both = {"fp32": FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32")), "bf16": bf16}
+        graphs = {p: self._encoder_graph(o) for p, o in both.items()}
         batch = np.zeros([batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], np.float32)
         runs: dict[Precision, Callable[[], object]] = {
             p: (lambda graph=graph: graph(batch).numpy()) for p, graph in graphs.items()
@@ -353,8 +354,7 @@ class Captioner:
         if warning:
             logger.warning(warning)
         logger.info("precision %s (asked for %s; %s)", chosen, requested, calibration.describe())
-        self._encoder_ops = ops[chosen]
-        return chosen, calibration, graphs[chosen]
+        return chosen, calibration, both[chosen], graphs[chosen]
 
     def _check_parameters(self, beam_size: int, max_length: int) -> None:
         if not 1 <= beam_size <= self.info.vocab_rows:
