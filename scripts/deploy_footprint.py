@@ -20,6 +20,7 @@ checkpoint, reclaimable), which this process-level figure leaves out.
 
 Usage: python scripts/deploy_footprint.py [--precision fp32] [--starts 3] [--threads N]
                                           [--requests 20] [--concurrency 8]
+       PYTHONPATH=OLD/src python scripts/deploy_footprint.py --no-breakdown  # an older one
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 from PIL import Image
@@ -202,10 +204,26 @@ def one_start(files: ModelFiles, options: argparse.Namespace) -> dict[str, float
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
         log.seek(0)
-        loaded = re.search(r"loaded from .* in ([\d.]+) s \(warm-up ([\d.]+) s\)", log.read())
-    if loaded:
-        figures["load_log_s"], figures["warmup_s"] = map(float, loaded.groups())
+        text = log.read()
+    # From the server's own log: when it started listening (Python and TensorFlow imported)
+    # and when the model was loaded and warmed up.
+    stamps = {
+        key: _log_time(line)
+        for line in text.splitlines()
+        for key, marker in (("listening", "listening on"), ("loaded", "loaded from"))
+        if marker in line
+    }
+    if {"listening", "loaded"} <= stamps.keys():
+        figures["loading_s"] = stamps["loaded"] - stamps["listening"]
+    warmup = re.search(r"loaded from .*\(warm-up ([\d.]+) s\)", text)
+    if warmup:
+        figures["warmup_s"] = float(warmup.group(1))
     return figures
+
+
+def _log_time(line: str) -> float:
+    """The time of a server log line (``2026-12-02 01:54:32,681 INFO ...``), in seconds."""
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def main() -> None:
@@ -215,12 +233,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="TF_NUM_INTRAOP_THREADS (a CPU limit)")
     parser.add_argument("--requests", type=int, default=20, help="sequential requests")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip what the peak is made of (to measure an older captioner, which lacks "
+        "the precision setting and captioner.memory: PYTHONPATH=its/src)",
+    )
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         files = write_checkpoint(Path(tmp) / "model")
-        baseline = baseline_mib()
-        weights, ran = weight_mib(files, options.precision)
+        if not options.no_breakdown:
+            baseline = baseline_mib()
+            weights, ran = weight_mib(files, options.precision)
         starts = [one_start(files, options) for _ in range(options.starts)]
 
     def median(key: str) -> float:
@@ -237,25 +262,30 @@ def main() -> None:
     print(f"cpu:                          {cpu_model()}, {os.cpu_count()} CPUs")
     print(f"load average (1 min):         {os.getloadavg()[0]:.2f}")
     print(f"TF_NUM_INTRAOP_THREADS:       {options.threads or 'unset (all cores)'}")
-    print(f"precision:                    {options.precision} (runs {ran})")
+    if not options.no_breakdown:
+        print(f"precision:                    {options.precision} (runs {ran})")
     print(f"starts measured:              {len(starts)} (medians, then the range)")
     print(f"start to ready:               {spread('ready_s', 's', 1)}")
+    if all("loading_s" in start for start in starts):
+        print(f"  listening to model ready:   {spread('loading_s', 's', 1)} (load, warm-up)")
     if all("warmup_s" in start for start in starts):
-        print(f"  of which load + warm-up:    {spread('load_log_s', 's', 1)}")
         print(f"  of which warm-up:           {spread('warmup_s', 's', 1)}")
     print(f"resident, ready and idle:     {spread('idle', 'MiB')}")
     print(f"resident, after {options.requests} sequential:  {spread('sequential', 'MiB')}")
     print(f"resident, after {total} at c={options.concurrency}:    {spread('concurrent', 'MiB')}")
     print(f"peak resident (VmHWM):        {spread('peak', 'MiB')}")
-    print("peak, what it is made of:")
-    imported, released = baseline
-    print(
-        f"  Python + TensorFlow + server code (no model): {released:5.0f} MiB "
-        f"({imported:.0f} after the import, before its start-up pages are released)"
-    )
-    print(f"  the model's weights, held once ({ran}):       {weights:5.0f} MiB")
-    rest = median("peak") - released - weights
-    print(f"  the rest: a batch's buffers, the library code serving runs, requests: {rest:.0f} MiB")
+    if not options.no_breakdown:
+        print("peak, what it is made of:")
+        imported, released = baseline
+        print(
+            f"  Python + TensorFlow + server code (no model): {released:5.0f} MiB "
+            f"({imported:.0f} after the import, before its start-up pages are released)"
+        )
+        print(f"  the model's weights, held once ({ran}):       {weights:5.0f} MiB")
+        rest = median("peak") - released - weights
+        print(
+            f"  the rest (a batch's buffers, library code serving runs, requests): {rest:.0f} MiB"
+        )
     print(f"sequential latency, median:   {spread('latency_ms', 'ms')}")
     print(
         f"throughput at c={options.concurrency}:            {spread('throughput', 'images/s', 1)}"
