@@ -23,8 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 __all__ = [
-    "DOCS_CSP",
-    "PAGE_CSP",
+    "CSP",
     "AssetBundle",
     "html_response",
     "page_bundle",
@@ -38,42 +37,37 @@ _PAGE_PACKAGE, _PAGE_DIRECTORY = "captioner.api", "static"
 _SWAGGER_PACKAGE, _SWAGGER_DIRECTORY = "fastapi_offline", "static"
 _SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
-# The web page: its own scripts and styles only; thumbnails are blob: URLs of the
-# user's own files; requests go to this server alone.
-PAGE_CSP = (
+# Both HTML documents (the page and the API docs): scripts, styles and requests from this
+# server only, no inline scripts; images also from blob: (thumbnails of the user's own
+# files) and data: (Swagger UI's icons).
+CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-# Swagger UI sets inline styles while rendering and draws its icons from data: URIs;
-# everything else is as strict as the page's.
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; form-action 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _REVALIDATE = "no-cache"
+# What a bundle may hold; HTML documents are served as pages (with the CSP), not as files.
 _MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
-    ".png": "image/png",
     ".svg": "image/svg+xml",
 }
-_COMPRESSIBLE = (".css", ".html", ".js", ".svg")
 _DIGEST_CHARS = 12
 
 
 @dataclass(frozen=True)
 class _Asset:
     body: bytes
-    gzipped: bytes | None
+    gzipped: bytes
     media_type: str
     etag: str
 
 
 class AssetBundle:
-    """A fixed set of files read once into memory, addressed by name under one digest.
+    """A fixed set of files held in memory (plain and gzipped), under one digest.
+
+    Built once per process (the functions below are cached) and in a worker thread (the
+    routes are plain functions): compressing Swagger UI takes a tenth of a second.
 
     Args:
         assets: File name -> contents; the suffix picks the media type.
@@ -89,16 +83,11 @@ class AssetBundle:
             digest.update(f"{name}\0{file_digest}\0".encode())
             self._assets[name] = _Asset(
                 body=body,
-                gzipped=gzip.compress(body, mtime=0) if suffix in _COMPRESSIBLE else None,
+                gzipped=gzip.compress(body, mtime=0),
                 media_type=_MEDIA_TYPES[suffix],
                 etag=f'"{file_digest[:32]}"',
             )
         self.digest = digest.hexdigest()[:_DIGEST_CHARS]
-
-    @property
-    def names(self) -> list[str]:
-        """The file names this bundle serves."""
-        return sorted(self._assets)
 
     def response(self, request: Request, digest: str, name: str) -> Response:
         """Answer ``GET <prefix>/<digest>/<name>``: 404 for another digest or an unknown file.
@@ -112,14 +101,13 @@ class AssetBundle:
         headers = {
             "Cache-Control": _IMMUTABLE,
             "ETag": asset.etag,
+            "Vary": "Accept-Encoding",
             "X-Content-Type-Options": "nosniff",
         }
-        if asset.gzipped is not None:
-            headers["Vary"] = "Accept-Encoding"
         if asset.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         body = asset.body
-        if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        if "gzip" in request.headers.get("accept-encoding", ""):
             body = asset.gzipped
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=asset.media_type, headers=headers)
@@ -127,14 +115,13 @@ class AssetBundle:
 
 @cache
 def page_bundle() -> AssetBundle:
-    """The web page's scripts, styles and icons (every non-HTML file of ``api/static``)."""
+    """The web page's scripts, styles and icons (``api/static``, less its HTML)."""
     folder = files(_PAGE_PACKAGE).joinpath(_PAGE_DIRECTORY)
     return AssetBundle(
         {
             entry.name: entry.read_bytes()
             for entry in folder.iterdir()
             if entry.is_file() and _suffix(entry.name) in _MEDIA_TYPES
-            if _suffix(entry.name) != ".html"
         }
     )
 
@@ -160,13 +147,13 @@ def _suffix(name: str) -> str:
     return name[name.rfind(".") :]
 
 
-def html_response(html: str, csp: str) -> HTMLResponse:
+def html_response(html: str) -> HTMLResponse:
     """An HTML document: always revalidated, loads nothing from outside this server."""
     return HTMLResponse(
         html,
         headers={
             "Cache-Control": _REVALIDATE,
-            "Content-Security-Policy": csp,
+            "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         },

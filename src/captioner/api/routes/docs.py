@@ -3,7 +3,9 @@
 ``/docs`` is Swagger UI 5 (FastAPI's OpenAPI 3.1 document needs 5.x), served entirely by
 this server, so it works offline and behind a firewall: its script and stylesheet come
 from the installed ``fastapi-offline`` package, the start-up script and icon from the
-page's own bundle. FastAPI's own docs pages are switched off (they load from a CDN).
+page's own bundle. FastAPI's own docs pages are switched off (they load from a CDN). The
+routes are plain functions: the first call reads and compresses Swagger UI, which FastAPI
+then does off the event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from captioner.api.static import DOCS_CSP, html_response, page_bundle, swagger_bundle
+from captioner.api.static import html_response, page_bundle, swagger_bundle
 from captioner.api.swagger import swagger_document
 
 __all__ = ["router"]
@@ -47,13 +49,13 @@ async def swagger(request: Request) -> JSONResponse:
 
 
 @router.get("/docs", include_in_schema=False, response_class=HTMLResponse)
-async def docs() -> HTMLResponse:
+def docs() -> HTMLResponse:
     """The interactive API documentation (Swagger UI over ``/openapi.json``)."""
     html = _DOCS_HTML.format(page=page_bundle().digest, swagger=swagger_bundle().digest)
-    return html_response(html, DOCS_CSP)
+    return html_response(html)
 
 
 @router.get("/docs/static/{digest}/{name}", include_in_schema=False)
-async def docs_asset(request: Request, digest: str, name: str) -> Response:
+def docs_asset(request: Request, digest: str, name: str) -> Response:
     """Swagger UI's script and stylesheet, cached for a year under their digest."""
     return swagger_bundle().response(request, digest, name)
