@@ -16,6 +16,8 @@ never a mix. The next installer removes the leftovers.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import http.client
 import logging
@@ -40,8 +42,16 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from captioner.assets import CHECKPOINT_DIRNAME, VOCAB_FILENAME, ModelFiles, model_files_in
+from captioner.checkpoint import resolve_checkpoint_prefix
 from captioner.config import Settings
-from captioner.errors import AssetError, ChecksumMismatchError, OfflineError, UnsafeArchiveError
+from captioner.errors import (
+    AssetError,
+    CheckpointError,
+    ChecksumMismatchError,
+    DownloadError,
+    OfflineError,
+    UnsafeArchiveError,
+)
 
 __all__ = ["ProgressMode", "ensure_model", "install_model"]
 
@@ -62,38 +72,56 @@ class _TransientError(Exception):
     """A failure worth retrying from the same source: dropped connection, stall, 5xx."""
 
 
+class _UnreachableError(_TransientError):
+    """The source could not be reached; worth a retry only once it has answered before."""
+
+
 # --- public entry points -----------------------------------------------------------------
 
 
-def ensure_model(settings: Settings, *, progress: ProgressMode = "auto") -> ModelFiles:
+def ensure_model(
+    settings: Settings, *, download: bool = True, progress: ProgressMode = "auto"
+) -> ModelFiles:
     """Make sure the model the settings name is on disk, downloading it if allowed.
 
-    The server's lifespan calls this once before loading the engine. It blocks for the
-    whole download, so call it from a worker thread (``asyncio.to_thread``).
+    It blocks for the whole download; the server calls it from a worker thread.
 
     Args:
         settings: ``checkpoint``/``vocab`` (files the user already has), ``model``
             (``demo`` is bundled), ``model_dir``, ``offline`` and the download settings.
+        download: fetch a missing pretrained model (unless ``settings.offline``).
         progress: how a download reports progress.
 
     Returns:
-        The checkpoint and vocabulary to load (``settings.model_files()``).
+        The checkpoint and vocabulary to load (``settings.model_files()``), checked present.
 
     Raises:
-        OfflineError: the pretrained model is missing and ``settings.offline`` is set; the
-            message names the command that installs it.
-        AssetError: an explicit checkpoint or vocabulary does not exist, or no source
-            provided a verified model.
+        OfflineError: the pretrained model is missing and ``settings.offline`` is set.
+        AssetError: the pretrained model is missing and ``download`` is False, an explicit
+            checkpoint or vocabulary does not exist, or no source provided a verified model;
+            the message says how to get one.
     """
     if settings.checkpoint is None and settings.model == "im2txt":
         missing = _missing_files(settings.model_dir, settings)
+        if missing and settings.offline:
+            raise OfflineError(_offline_message(settings.model_dir, missing))
+        if missing and not download:
+            raise AssetError(
+                f"no pretrained model in {settings.model_dir} (missing: {', '.join(missing)})."
+                f"\n{_ways_out(settings.model_dir)}"
+            )
         if missing:
-            if settings.offline:
-                raise OfflineError(_offline_message(settings.model_dir, missing))
             install_model(settings, progress=progress)
     files = settings.model_files()
-    if settings.checkpoint is not None or settings.model == "im2txt":
-        _require_present(files)
+    problems = []
+    try:
+        resolve_checkpoint_prefix(files.checkpoint)
+    except CheckpointError as exc:
+        problems.append(f"checkpoint {exc}")
+    if not files.vocab.is_file():
+        problems.append(f"vocabulary {files.vocab} (give it with --vocab)")
+    if problems:
+        raise AssetError("model files not found: " + "; ".join(problems))
     return files
 
 
@@ -137,31 +165,39 @@ def install_model(
     )
     if settings.offline and needs_network and (force or _missing_files(dest, settings)):
         raise OfflineError(_offline_message(dest, _missing_files(dest, settings)))
+    created = _missing_ancestors(dest.parent)
+    downloads = dest.parent / f".{dest.name}.download"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with _install_lock(dest):
-            _remove_leftovers(dest)
-            if not force and not _missing_files(dest, settings):
-                logger.info("%s already holds the model; use --force to replace it", dest)
-                return model_files_in(dest)
-            _check_replaceable(dest)
-            downloads = dest.parent / f".{dest.name}.download"
-            # Not mkdtemp: its 0700 would make the installed model private to the installer
-            # (an image built as root, served as another uid). mkdir honours the umask; the
-            # lock makes the name unique.
-            staging = dest.parent / f".{dest.name}.new-{os.getpid()}"
-            staging.mkdir()
             try:
-                _fill(staging, settings, downloads, from_file, vocab_file, progress)
-                _switch_into_place(staging, dest)
+                _remove_leftovers(dest)
+                if not force and not _missing_files(dest, settings):
+                    logger.info("%s already holds the model; use --force to replace it", dest)
+                    return model_files_in(dest)
+                _check_replaceable(dest)
+                # Not mkdtemp: its 0700 would make the installed model private to the
+                # installer (an image built as root, served as another uid). mkdir honours
+                # the umask; the lock makes the name unique.
+                staging = dest.parent / f".{dest.name}.new-{os.getpid()}"
+                staging.mkdir()
+                try:
+                    _fill(staging, settings, downloads, from_file, vocab_file, progress)
+                    _switch_into_place(staging, dest)
+                finally:
+                    _remove(staging)
+                _remove(downloads)
             finally:
-                _remove(staging)
-            _remove(downloads)
+                _remove_if_nothing_kept(downloads)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise AssetError(
             f"cannot install the model in {dest}: {exc.strerror or exc}{where}"
         ) from exc
+    finally:
+        for directory in created:  # deepest first: the ones this call made, if still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
     logger.info("installed the model in %s", dest)
     return model_files_in(dest)
 
@@ -174,14 +210,33 @@ def _fill(
     vocab_file: Path | None,
     progress: ProgressMode,
 ) -> None:
-    """Put every verified file into ``staging``; the vocabulary first, as it fails fastest."""
+    """Put every verified file into ``staging``, or raise with what every source said.
+
+    Each asset is tried from each of its sources even when another asset already failed, so
+    one error names every problem, and whatever did arrive stays in ``downloads`` for the
+    next run to resume.
+    """
+    failures: list[AssetError] = []
     vocab = None
     if VOCAB_FILENAME not in settings.asset_sha512:
-        vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
-    if from_file is not None:
-        _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
-    else:
-        _download_tarball(settings, downloads, staging, progress)
+        try:
+            vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
+        except AssetError as exc:
+            failures.append(exc)
+            logger.warning("%s", exc)
+    try:
+        if from_file is not None:
+            _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
+        else:
+            _download_tarball(settings, downloads, staging, progress)
+    except DownloadError as exc:
+        failures.extend(exc.failures)
+    except AssetError as exc:
+        failures.append(exc)
+    if len(failures) == 1 and isinstance(failures[0], (ChecksumMismatchError, UnsafeArchiveError)):
+        raise failures[0]  # the one source answered, with the wrong bytes: say exactly that
+    if failures:
+        raise DownloadError(failures, ways_out=_ways_out(settings.model_dir))
     if vocab is not None:
         shutil.copyfile(vocab, staging / VOCAB_FILENAME)
         _fsync(staging / VOCAB_FILENAME)
@@ -196,29 +251,52 @@ def _missing_files(model_dir: Path, settings: Settings) -> list[str]:
     return [name for name in dict.fromkeys(required) if not (model_dir / name).is_file()]
 
 
-def _require_present(files: ModelFiles) -> None:
-    """Fail with the paths, before the engine tries to load files that are not there."""
-    checkpoint = files.checkpoint
-    problems = []
-    if not (checkpoint.exists() or Path(f"{checkpoint}.index").is_file()):
-        problems.append(f"checkpoint {checkpoint} (neither a directory nor a prefix of .index)")
-    if not files.vocab.is_file():
-        problems.append(f"vocabulary {files.vocab}")
-    if problems:
-        raise AssetError("model files not found: " + "; ".join(problems))
-
-
 def _offline_message(dest: Path, missing: list[str]) -> str:
-    """Say what is missing and the exact commands that install it without this process."""
-    where = shlex.quote(str(dest))
+    """Say what is missing and how to get going without this process downloading."""
     detail = f" (missing: {', '.join(missing)})" if missing else ""
     return (
         f"{dest} needs the pretrained model{detail}, but offline mode is on "
-        "(CAPTIONER_OFFLINE), so nothing is downloaded. Install it where downloading is allowed: "
-        f"`captioner download --dest {where}`; or from copies of the files: "
-        f"`captioner download --dest {where} --from-file assets.tar.gz "
-        "--vocab-file word_counts.txt`."
+        f"(CAPTIONER_OFFLINE), so nothing is downloaded.\n{_ways_out(dest)}"
     )
+
+
+def _ways_out(dest: Path) -> str:
+    """The ways to a working model when this process cannot download one, by name."""
+    where = shlex.quote(str(dest))
+    return (
+        "Ways out:\n"
+        "  - the bundled demo model needs no network (it knows coloured shapes only): "
+        "`captioner serve --model demo`\n"
+        "  - download where the network allows: "
+        f"`captioner download --dest {where}`\n"
+        "  - install copies of the files you already have: "
+        f"`captioner download --dest {where} --from-file assets.tar.gz "
+        "--vocab-file word_counts.txt`\n"
+        "  - use a mirror (digests are still checked): "
+        "CAPTIONER_DOWNLOAD_URLS=https://mirror.example/assets.tar.gz "
+        "CAPTIONER_VOCAB_URL=https://mirror.example/word_counts.txt\n"
+        "  - use a checkpoint you have: --checkpoint DIR_OR_PREFIX --vocab word_counts.txt"
+    )
+
+
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """``directory`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _remove_if_nothing_kept(downloads: Path) -> None:
+    """Delete the download directory unless it holds bytes worth resuming from."""
+    if not downloads.is_dir():
+        return
+    for part in downloads.iterdir():
+        if part.is_file() and part.stat().st_size == 0:
+            part.unlink()
+    with contextlib.suppress(OSError):
+        downloads.rmdir()  # fails, and keeps it, when a partial download is inside
 
 
 def _check_replaceable(dest: Path) -> None:
@@ -250,7 +328,10 @@ def _install_lock(dest: Path) -> Iterator[None]:
     """Hold ``.<name>.lock`` beside ``dest``, so two processes never install at once.
 
     The lock is an OS lock on the file (released when the process dies), so a crashed
-    installer never blocks the next one; a waiting process logs why it waits.
+    installer never blocks the next one; a waiting process logs why it waits. The file is
+    deleted before the lock is released, so nothing stays behind: a process that was
+    waiting on the deleted file notices (filelock checks the link count after locking) and
+    locks the path afresh.
     """
     lock_path = dest.parent / f".{dest.name}.lock"
     lock = FileLock(str(lock_path))
@@ -262,6 +343,8 @@ def _install_lock(dest: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
         lock.release()
 
 
@@ -334,17 +417,21 @@ def _obtain_vocab(
 def _download_tarball(
     settings: Settings, downloads: Path, staging: Path, progress: ProgressMode
 ) -> None:
-    """Fill ``staging`` from the first source whose tarball passes every check."""
+    """Fill ``staging`` from the first source whose tarball passes every check.
+
+    Raises:
+        DownloadError: every source failed; each one's failure is in ``failures``.
+    """
     if not settings.download_urls:
         raise AssetError("no tarball sources: set CAPTIONER_DOWNLOAD_URLS or pass --url")
-    failures: list[tuple[str, AssetError]] = []
+    failures: list[AssetError] = []
     for position, url in enumerate(settings.download_urls, start=1):
         next_hint = "; trying the next source" if position < len(settings.download_urls) else ""
         part = _partial_path(downloads, url)
         try:
             _fetch(url, part, name=TARBALL_NAME, settings=settings, progress=progress)
         except AssetError as exc:
-            failures.append((str(exc), exc))
+            failures.append(exc)
             logger.warning("%s%s", exc, next_hint)
             continue
         try:
@@ -354,12 +441,10 @@ def _download_tarball(
             part.unlink()  # wrong bytes: a later resume must not build on them
             _remove(staging)
             staging.mkdir()
-            failures.append((f"{url}: {exc}", exc))
+            failures.append(exc)
+            exc.source = url
             logger.warning("%s: rejected: %s%s", url, exc, next_hint)
-    if len(failures) == 1:
-        raise failures[0][1]
-    lines = "\n".join(f"  {line}" for line, _ in failures)
-    raise AssetError(f"no source provided a valid {TARBALL_NAME}:\n{lines}") from failures[-1][1]
+    raise DownloadError(failures, ways_out="")
 
 
 def _partial_path(downloads: Path, url: str) -> Path:
@@ -373,9 +458,14 @@ def _partial_path(downloads: Path, url: str) -> Path:
 def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: ProgressMode) -> None:
     """Download ``url`` into ``part``, resuming what is there; retry transient failures.
 
+    A source that cannot be reached at all (its host name does not resolve, the network or
+    host is unreachable, the connection is refused or times out) is given up at once: with
+    no network, retrying only delays the answer. A transfer that drops or stalls once the
+    source has answered, and 5xx/408/429 answers, are retried with exponential backoff.
+
     Raises:
-        AssetError: a permanent failure (4xx, bad URL), or retries exhausted; the message
-            starts with the URL.
+        AssetError: a permanent failure (unreachable, 4xx, bad URL), or retries exhausted;
+            the message starts with the URL.
         OSError: ``part`` cannot be written (the partial file is removed).
     """
     scheme = urllib.parse.urlsplit(url).scheme
@@ -383,6 +473,7 @@ def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: Pro
         raise AssetError(f"{url}: unsupported URL scheme {scheme!r} (use {', '.join(_SCHEMES)})")
     part.parent.mkdir(parents=True, exist_ok=True)
     attempts = settings.download_retries + 1
+    reached = False  # once the source has answered, failing to connect is worth a retry too
     for attempt in range(1, attempts + 1):
         try:
             _fetch_once(
@@ -390,6 +481,10 @@ def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: Pro
             )
             return
         except _TransientError as exc:
+            unreachable = isinstance(exc, _UnreachableError)
+            if unreachable and not reached:
+                raise AssetError(f"{url}: {exc}") from exc
+            reached = reached or not unreachable
             if attempt == attempts:
                 raise AssetError(f"{url}: {exc} (gave up after {attempts} attempts)") from exc
             delay_s = settings.download_backoff_s * 2 ** (attempt - 1)
@@ -421,13 +516,29 @@ def _fetch_once(
             raise _TransientError(reason) from exc
         raise AssetError(f"{url}: {reason}") from exc
     except urllib.error.URLError as exc:
-        if isinstance(exc.reason, (TimeoutError, ConnectionError, socket.gaierror)):
-            raise _TransientError(_describe(exc.reason, timeout_s)) from exc
+        if isinstance(exc.reason, OSError):
+            raise _connect_error(exc.reason, url, timeout_s) from exc
         raise AssetError(f"{url}: {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:  # while reading the status line
         raise _TransientError(_describe(exc, timeout_s)) from exc
     with response:
         _receive(response, part, offset, name=name, timeout_s=timeout_s, progress=progress)
+
+
+def _connect_error(exc: OSError, url: str, timeout_s: float) -> _TransientError:
+    """Name a failure to reach a source the way a user would, and say if it is worth a retry."""
+    host = urllib.parse.urlsplit(url).hostname or url
+    if isinstance(exc, socket.gaierror):
+        return _UnreachableError(
+            f"cannot resolve host {host!r} ({exc.strerror or exc}): no network, or no DNS"
+        )
+    if isinstance(exc, TimeoutError):
+        return _UnreachableError(f"cannot connect to {host!r}: no answer within {timeout_s:g} s")
+    if isinstance(exc, ConnectionRefusedError):
+        return _UnreachableError(f"cannot connect to {host!r}: connection refused")
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return _UnreachableError(f"cannot connect to {host!r}: {exc.strerror or exc}")
+    return _TransientError(_describe(exc, timeout_s))
 
 
 def _receive(

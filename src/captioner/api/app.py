@@ -19,7 +19,7 @@ from captioner.api.metrics import Metrics
 from captioner.api.middleware import AccessLogMiddleware, UploadLimitMiddleware
 from captioner.api.routes import docs, health, limits, metrics, model, web
 from captioner.api.service import ModelService, ServingEngine
-from captioner.config import Settings
+from captioner.config import Settings, load_settings
 
 __all__ = ["create_app"]
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     Returns:
         The ASGI app; its ``state`` holds ``settings``, ``service`` and ``metrics``.
     """
-    settings = settings if settings is not None else Settings()
+    settings = settings if settings is not None else load_settings()
     app_metrics = Metrics()
     service = ModelService(
         settings,
