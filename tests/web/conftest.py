@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from browsing import CHROMIUM_ARGS, Browsing, browse, chromium, serve
 from playwright.sync_api import Browser, sync_playwright
+
+from web.browsing import CHROMIUM_ARGS, Browsing, browse, chromium, serve
 
 
 @pytest.fixture(scope="package")

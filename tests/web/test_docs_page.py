@@ -4,8 +4,9 @@ from the server itself and renders the caption route (it was blank offline with 
 from __future__ import annotations
 
 import pytest
-from browsing import Browsing
 from playwright.sync_api import expect
+
+from web.browsing import Browsing
 
 pytestmark = pytest.mark.slow
 

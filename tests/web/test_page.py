@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from browsing import MAX_UPLOAD_BYTES, Browsing, browse, serve
 from playwright.sync_api import Browser, Locator, Page, Route, expect
-from scenes import SCENES, scene_png
+
+from web.browsing import MAX_UPLOAD_BYTES, Browsing, browse, serve
+from web.scenes import SCENES, scene_png
 
 pytestmark = pytest.mark.slow
 
@@ -246,7 +247,7 @@ def test_downloads_hold_the_same_captions_as_the_api(desktop: Browsing) -> None:
     assert from_csv == expected
 
 
-def test_busy_and_loading_answers_are_waited_out_and_end_in_a_caption(
+def test_loading_and_busy_answers_are_explained_waited_out_and_end_in_a_caption(
     desktop: Browsing,
 ) -> None:
     desktop.allow_console_error("status of 503")
@@ -270,9 +271,24 @@ def test_busy_and_loading_answers_are_waited_out_and_end_in_a_caption(
         else:
             route.continue_()
 
+    def loading_once(route: Route) -> None:
+        route.fulfill(
+            status=503,
+            content_type="application/json",
+            body=json.dumps(
+                {"ready": False, "status": "error", "message": "the model is still loading"}
+            ),
+        )
+
     page.route("**/model/predict?*", busy_twice)
+    page.route("**/v2/health/ready", loading_once, times=1)
     desktop.open()
-    wait_until_ready(page)
+    expect(page.locator("#notice")).to_have_text(
+        "The model is not ready yet (the model is still loading). Images you add now wait, "
+        "and are captioned as soon as it is."
+    )
+    expect(page.locator("#model-text")).to_have_text("Model not ready: the model is still loading")
+    wait_until_ready(page)  # the page asked again, and the model was ready
     page.set_input_files("#file-input", [png_file(GREEN)])
 
     state = card(page, GREEN).locator(".state-text")
@@ -287,7 +303,7 @@ def test_busy_and_loading_answers_are_waited_out_and_end_in_a_caption(
     )
     assert len(sent) == 3
     assert sent[1] - sent[0] >= 0.9 and sent[2] - sent[1] >= 0.9  # Retry-After was respected
-    assert len(desktop.console_errors) == 2
+    assert len(desktop.console_errors) == 3  # the three 503s
 
 
 @pytest.fixture(scope="module")
