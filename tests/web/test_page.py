@@ -200,15 +200,24 @@ def test_images_from_picker_drop_and_paste_and_the_word_filter(desktop: Browsing
     desktop.screenshot("desktop")
 
     shown = page.locator(".card:not([hidden]) .name")
-    page.get_by_role("button", name="red, in 1 caption").click()
+    red = page.get_by_role("button", name="red, in 1 caption")
+    red.focus()
+    page.keyboard.press("Enter")
     expect(shown).to_have_text([RED])
     expect(page.locator("#filter-status")).to_contain_text("Showing 1 of 3 images")
-    circle = page.get_by_role("button", name="circle, in 2 captions")
+    expect(red).to_be_focused()
+    # A new caption changes the counts: the list is rebuilt, the focus stays on "red".
+    page.set_input_files("#file-input", [{**png_file(RED), "name": "again.png"}])
+    expect(page.get_by_role("button", name="red, in 2 captions")).to_be_focused(
+        timeout=CAPTION_TIMEOUT_MS
+    )
+    expect(shown).to_have_text([RED, "again.png"])
+    circle = page.get_by_role("button", name="circle, in 3 captions")
     circle.click()
     expect(circle).to_have_attribute("aria-pressed", "true")
-    expect(shown).to_have_text([RED, pasted])
+    expect(shown).to_have_text([RED, pasted, "again.png"])
     circle.click()
-    expect(shown).to_have_text([RED, GREEN, pasted])
+    expect(shown).to_have_text([RED, GREEN, pasted, "again.png"])
 
 
 def test_downloads_hold_the_same_captions_as_the_api(desktop: Browsing) -> None:

@@ -5,11 +5,13 @@ import { isPending, stateText } from "./gallery.js";
 export class DetailView {
   #item = null;
   #opener = null;
+  #rows = null; // the predictions the caption list shows
 
   /**
    * @param {HTMLDialogElement} dialog
-   * @param {{copy: (text: string, button: HTMLButtonElement) => void,
-   *          rerun: (item: object, params: {beam_size: number, max_length: number}) => void}} actions
+   * @param {object} actions
+   * @param {(text: string, button: HTMLButtonElement) => void} actions.copy
+   * @param {(item: object, params: {beam_size: number, max_length: number}) => void} actions.rerun
    */
   constructor(dialog, actions) {
     this.dialog = dialog;
@@ -29,7 +31,8 @@ export class DetailView {
     });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
-      if (!this.#item || !this.form.reportValidity()) return;
+      // Not disabled while a caption is on its way: a disabled button would lose the focus.
+      if (!this.#item || isPending(this.#item) || !this.form.reportValidity()) return;
       this.actions.rerun(this.#item, {
         beam_size: this.beamSize.valueAsNumber,
         max_length: this.maxLength.valueAsNumber,
@@ -51,6 +54,7 @@ export class DetailView {
   open(item, opener) {
     this.#item = item;
     this.#opener = opener;
+    this.#rows = null;
     this.beamSize.value = String(item.params.beam_size);
     this.maxLength.value = String(item.params.max_length);
     this.render(item);
@@ -74,12 +78,15 @@ export class DetailView {
     const stateLine = this.dialog.querySelector("#detail-state");
     stateLine.textContent = item.state === "done" ? this.#settingsText(item) : stateText(item);
     stateLine.dataset.state = item.state;
-    this.form.querySelector('button[type="submit"]').disabled = isPending(item);
-
-    const list = this.dialog.querySelector("#detail-captions");
-    list.replaceChildren(
-      ...(item.predictions ?? []).map((prediction, rank) => this.#row(prediction, rank)),
-    );
+    // Rebuilt only for new captions, so progress updates keep the focus where it is.
+    if (this.#rows !== item.predictions) {
+      this.#rows = item.predictions;
+      this.dialog
+        .querySelector("#detail-captions")
+        .replaceChildren(
+          ...(item.predictions ?? []).map((prediction, rank) => this.#row(prediction, rank)),
+        );
+    }
   }
 
   #settingsText(item) {

@@ -2,7 +2,8 @@
 
 /**
  * @typedef {{caption: string, probability: number, logprob: number}} Prediction
- * @typedef {{image: string, beam_size: number, max_length: number, predictions: Prediction[]}} Result
+ * @typedef {{image: string, beam_size: number, max_length: number,
+ *            predictions: Prediction[]}} Result
  */
 
 /** A JSON document of every result, with the model that made them. */

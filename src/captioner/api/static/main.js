@@ -34,7 +34,10 @@ const scheduler = new Scheduler(captionItem, 2);
 const gallery = new Gallery($("#gallery"), $("#card-template"), {
   copy: (item, button) => copyText(sentence(item.predictions[0].caption), button),
   details: (item, button) => detail.open(item, button),
-  retry: (item) => send(item),
+  retry: (item) => {
+    send(item);
+    gallery.focusTarget(item)?.focus(); // the pressed button is hidden now
+  },
   remove: removeItem,
 });
 const detail = new DetailView($("#detail"), {
@@ -226,7 +229,7 @@ function failure(answer) {
     case 0:
       return ["The server cannot be reached. Is it still running?", true];
     case 400:
-      return [`The server cannot caption this file: ${said || "it is not a readable image"}.`, false];
+      return [`The server cannot caption this file: ${said || "it is unreadable"}.`, false];
     case 413:
       return [`Too large: ${said || "the server refused the upload"}.`, false];
     case 503:
@@ -299,17 +302,32 @@ function refresh() {
   const parts = [`${done.length} of ${items.length} captioned`];
   if (pending) parts.push(`${pending} in progress`);
   if (failed) parts.push(`${failed} failed`);
-  $("#summary").textContent = parts.join(" · ");
+  setText($("#summary"), parts.join(" · ")); // a live region: only real changes are read out
   $("#export-json").disabled = done.length === 0;
   $("#export-csv").disabled = done.length === 0;
   renderWords(done);
+  applyFilter();
 }
+
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+// What the word list shows now: it is rebuilt only when this changes (not on every
+// progress update), and keeps the focus on the word that had it.
+let wordsShown = "";
 
 function renderWords(done) {
   const ranked = rankWords(done.map((item) => item.predictions[0].caption));
   if (state.word && !ranked.some(({ word }) => word === state.word)) state.word = null;
-  $("#words").hidden = ranked.length === 0;
   const shown = ranked.slice(0, WORDS_SHOWN);
+  const key = JSON.stringify([shown, state.word]);
+  if (key === wordsShown) return;
+  wordsShown = key;
+  const focused = $("#word-list").contains(document.activeElement)
+    ? document.activeElement.dataset.word
+    : null;
+  $("#words").hidden = shown.length === 0;
   const most = shown[0]?.count ?? 1;
   $("#word-list").replaceChildren(
     ...shown.map(({ word, count }) => {
@@ -317,6 +335,7 @@ function renderWords(done) {
       const button = document.createElement("button");
       button.type = "button";
       button.className = "word";
+      button.dataset.word = word;
       // Five sizes, by share of the most frequent word: a word cloud in list form.
       button.dataset.weight = String(Math.ceil((count / most) * 5));
       button.setAttribute("aria-pressed", String(word === state.word));
@@ -327,20 +346,27 @@ function renderWords(done) {
       badge.className = "count";
       badge.textContent = String(count);
       button.append(label, badge);
-      button.addEventListener("click", () => selectWord(word === state.word ? null : word));
+      button.addEventListener("click", () => selectWord(word === state.word ? null : word, word));
       entry.append(button);
       return entry;
     }),
   );
-  applyFilter();
+  // New counts rebuild the list: the focus stays on the same word.
+  if (focused) wordButton(focused)?.focus();
 }
 
-function selectWord(word) {
+function wordButton(word) {
+  return [...$("#word-list").querySelectorAll("button")].find((b) => b.dataset.word === word);
+}
+
+/** Filter by `word` (null: show all), then put the focus back on `focusWord`'s button. */
+function selectWord(word, focusWord) {
   state.word = word;
   refresh();
-  const pressed = $('#word-list [aria-pressed="true"]');
-  if (pressed) pressed.focus();
+  (wordButton(focusWord) ?? $("#word-list button"))?.focus();
 }
+
+let filterShown = "";
 
 function applyFilter() {
   const items = [...state.items.values()];
@@ -349,6 +375,12 @@ function applyFilter() {
     items,
     word ? (item) => item.predictions !== null && hasWord(item.predictions[0].caption, word) : null,
   );
+  const text = word
+    ? `Showing ${shown} of ${items.length} image${items.length === 1 ? "" : "s"}: ` +
+      `those whose caption contains “${word}”. `
+    : "";
+  if (text === filterShown) return;
+  filterShown = text;
   const status = $("#filter-status");
   if (!word) {
     status.replaceChildren();
@@ -358,15 +390,8 @@ function applyFilter() {
   all.type = "button";
   all.className = "link-button";
   all.textContent = "Show all images";
-  all.addEventListener("click", () => {
-    selectWord(null);
-    $("#word-list button")?.focus();
-  });
-  status.replaceChildren(
-    `Showing ${shown} of ${items.length} image${items.length === 1 ? "" : "s"}: ` +
-      `those whose caption contains “${word}”. `,
-    all,
-  );
+  all.addEventListener("click", () => selectWord(null, word));
+  status.replaceChildren(text, all);
 }
 
 let announceTimer = null;
