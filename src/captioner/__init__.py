@@ -55,7 +55,7 @@ __all__ = [
     "VocabularyError",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 _LAZY = {
     "Caption": "captioner.engine",

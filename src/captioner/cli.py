@@ -511,7 +511,7 @@ def _init_model(init_from: str | None, init_vocab: Path | None) -> tuple[Path | 
         try:
             prefix = resolve_checkpoint_prefix(path)
         except CaptionerError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--init-from'") from exc
+            raise click.ClickException(f"--init-from: {exc}") from exc
         files = _settings(checkpoint=prefix, vocab=init_vocab).model_files()
     return files.checkpoint, init_vocab or files.vocab
 

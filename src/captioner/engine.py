@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from captioner.assets import DEMO_MODEL_DIR
 from captioner.beam_search import beam_search
 from captioner.checkpoint import Im2txtWeights, load_checkpoint
 from captioner.decoder import Decoder
@@ -66,6 +67,7 @@ class ModelInfo:
     lstm_units: int
     image_feature_size: int
     global_step: int
+    is_bundled_demo: bool = False  # the demo model inside the package (coloured shapes only)
 
 
 class Captioner:
@@ -108,6 +110,7 @@ class Captioner:
             lstm_units=weights.lstm_units,
             image_feature_size=weights.feature_size,
             global_step=weights.global_step,
+            is_bundled_demo=Path(checkpoint).resolve().is_relative_to(DEMO_MODEL_DIR),
         )
 
     @classmethod
