@@ -52,9 +52,11 @@ def card(page: Page, name: str) -> Locator:
 
 
 def wait_until_ready(page: Page) -> None:
-    """The page knows the model and the server's limits (the size check needs them)."""
-    expect(page.locator("#model-text")).to_have_text("Model: captioner: demo")
-    expect(page.locator("#limits")).to_contain_text("per image")
+    """The page names the model the server describes, and knows the server's limits."""
+    base = page.url.split("/", 3)[:3]
+    metadata = httpx.get("/".join([*base, "model", "metadata"])).json()
+    expect(page.locator("#model-text")).to_have_text(f"Model: {metadata['name']}")
+    expect(page.locator("#limits")).to_contain_text("per image")  # the size check needs it
 
 
 def test_two_images_show_their_captions_as_text_and_alt_text(desktop: Browsing) -> None:
