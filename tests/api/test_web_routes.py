@@ -95,6 +95,7 @@ async def test_page_files_are_cached_for_good_under_a_digest_of_their_contents(
     digest = script.split("/")[1]
     stale = await client.get(f"/static/{'0' * len(digest)}/main.js")
     assert stale.status_code == 404  # another version's URL is not served as this one
+    assert stale.json()["message"] == "The requested URL was not found on the server."
     for name in ("index.html", "nothing.js", "..%2Fstatic.py", "%2E%2E%2Fapp.py"):
         assert (await client.get(f"/static/{digest}/{name}")).status_code == 404, name
 

@@ -35,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often have a small /dev/shm
 ]
 # The server's upload limit in these tests: small, so a "too large" file is small too.
 MAX_UPLOAD_BYTES = 300_000

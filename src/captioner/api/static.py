@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -90,14 +91,17 @@ class AssetBundle:
         self.digest = digest.hexdigest()[:_DIGEST_CHARS]
 
     def response(self, request: Request, digest: str, name: str) -> Response:
-        """Answer ``GET <prefix>/<digest>/<name>``: 404 for another digest or an unknown file.
+        """Answer ``GET <prefix>/<digest>/<name>``.
 
         The answer is cacheable forever (the digest changes with any file), revalidates
         with its ETag, and is gzipped for clients that accept it.
+
+        Raises:
+            HTTPException: 404, for another digest (another version) or an unknown file.
         """
         asset = self._assets.get(name)
         if asset is None or digest != self.digest:
-            return Response(status_code=404, headers={"Cache-Control": _REVALIDATE})
+            raise HTTPException(404)  # the app's usual 404 body
         headers = {
             "Cache-Control": _IMMUTABLE,
             "ETag": asset.etag,

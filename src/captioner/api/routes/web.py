@@ -14,7 +14,7 @@ from captioner.api.static import html_response, page_bundle, page_template
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["web"])
+router = APIRouter()
 
 
 @router.get("/", include_in_schema=False, response_class=HTMLResponse)
