@@ -1,6 +1,7 @@
 """im2txt's beam search, batched over images, as TensorFlow ops (runs inside ``tf.function``).
 
-The semantics are the original ``caption_generator.py``'s (SPEC.md, "Beam search"):
+The semantics are the original ``caption_generator.py``'s (docs/faithfulness.md, "The beam
+search"):
 
 - at most ``max_length - 1`` steps, stopping early when no partial caption is left;
 - per partial caption, its ``beam_size`` most probable next words (ties: lower id first),

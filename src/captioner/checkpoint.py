@@ -29,7 +29,8 @@ __all__ = [
     "save_checkpoint",
 ]
 
-# (kernel, bias) names by the TensorFlow generation that wrote the file (SPEC.md).
+# (kernel, bias) names by the TensorFlow generation that wrote the file (docs/faithfulness.md,
+# "The checkpoint").
 LSTM_NAMINGS: tuple[tuple[str, str], ...] = (
     ("lstm/basic_lstm_cell/kernel", "lstm/basic_lstm_cell/bias"),  # TF >= 1.2
     ("lstm/basic_lstm_cell/weights", "lstm/basic_lstm_cell/biases"),  # TF 1.0-1.1
