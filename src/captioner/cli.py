@@ -44,7 +44,7 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class CheckpointPath(click.ParamType):
+class CheckpointPath(click.ParamType[Path]):
     """A checkpoint named any accepted way; converted to its checked prefix.
 
     Accepted: a directory with a ``checkpoint`` state file, a prefix such as
@@ -421,6 +421,7 @@ def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
 @_reports_errors
 def train(
     ctx: click.Context,
+    /,
     out: Path,
     resume: bool,
     quiet: bool,

@@ -127,16 +127,16 @@ class RunDirectory:
         """
         prefix = self.checkpoint_prefix(state.global_step)
         save_checkpoint(prefix, tensors)
+        arrays: dict[str, np.ndarray] = {
+            "phase": np.asarray(state.phase),
+            "step": np.asarray(state.step),
+            "global_step": np.asarray(state.global_step),
+            "optimizers": np.asarray(len(state.optimizer)),
+        }
+        arrays.update({f"optimizer_{i}": value for i, value in enumerate(state.optimizer)})
+        arrays.update({f"auxiliary_{i}": value for i, value in enumerate(state.auxiliary)})
         partial = self.path / (STATE_FILENAME + ".partial.npz")
-        np.savez(
-            partial,
-            phase=state.phase,
-            step=state.step,
-            global_step=state.global_step,
-            optimizers=len(state.optimizer),
-            **{f"optimizer_{i}": value for i, value in enumerate(state.optimizer)},
-            **{f"auxiliary_{i}": value for i, value in enumerate(state.auxiliary)},
-        )
+        np.savez(partial, allow_pickle=False, **arrays)
         os.replace(partial, self.state_path)
         for old in self.checkpoint_dir.glob(f"{CHECKPOINT_NAME}-*"):
             if not old.name.startswith(prefix.name + "."):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -44,6 +44,9 @@ from captioner.training.model import AuxiliaryWordPredictor, ModelSize, ShowAndT
 from captioner.training.run_dir import RunDirectory, TrainerState
 from captioner.training.tokenizer import count_words, select_vocabulary, write_word_counts
 from captioner.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from tensorflow import Tensor
 
 __all__ = ["TrainingResult", "train"]
 
@@ -442,8 +445,7 @@ class _PhaseRunner:
         weights = self.weights
         train_encoder = self.phase.train_encoder
 
-        @tf.function
-        def step(inputs: tf.Tensor, words: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        def step(inputs: Tensor, words: Tensor, mask: Tensor) -> Tensor:
             """One update; returns the caption loss (without the auxiliary one)."""
             with tf.GradientTape() as tape:
                 features = model.encode(inputs, training=True) if train_encoder else inputs
@@ -457,19 +459,18 @@ class _PhaseRunner:
             optimizer.apply_gradients(zip(gradients, weights, strict=True))
             return loss
 
-        return step
+        return tf.function(step)
 
     def _held_out_function(self) -> Any:
         tf = self._tf
         model = self.model
         encode = self.phase.train_encoder
 
-        @tf.function
-        def loss(inputs: tf.Tensor, words: tf.Tensor, mask: tf.Tensor) -> tuple[Any, Any]:
+        def loss(inputs: Tensor, words: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
             features = model.encode(inputs, training=False) if encode else inputs
             return model.caption_loss(features, words, mask)
 
-        return loss
+        return tf.function(loss)
 
     def _inputs(self, image_index: np.ndarray) -> Any:
         """Cached features (phase 1) or preprocessed pixels (phase 2) of a batch."""
