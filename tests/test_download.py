@@ -495,7 +495,7 @@ def test_log_progress_says_size_percent_and_rate(
     server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serve(server, assets)
-    caplog.set_level("INFO", logger="captioner.download")
+    caplog.set_level("INFO", logger="captioner.transfer")
     install_model(settings_for(server, model_dir, assets), progress="log")
     kib = f"{len(assets.tarball) / 1024:.1f} KiB"
     assert f"assets.tar.gz: downloading {kib}" in caplog.text

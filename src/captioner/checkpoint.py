@@ -10,7 +10,7 @@ the tensor, never a TensorFlow stack trace.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,7 +210,7 @@ class _CheckingOps:
 
     avg_pool = max_pool
 
-    def concat(self, xs: list[int]) -> int:
+    def concat(self, xs: Sequence[int]) -> int:
         return sum(xs)
 
     def global_pool(self, x: int) -> int:

@@ -45,7 +45,7 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class CheckpointPath(click.ParamType):
+class CheckpointPath(click.ParamType[Path]):
     """A checkpoint named any accepted way; converted to its checked prefix.
 
     Accepted: a directory with a ``checkpoint`` state file, a prefix such as
@@ -424,6 +424,7 @@ def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
 @_reports_errors
 def train(
     ctx: click.Context,
+    /,
     out: Path,
     resume: bool,
     quiet: bool,
@@ -440,9 +441,10 @@ def train(
     from tqdm import tqdm
 
     from captioner.tf_runtime import import_tensorflow
-    from captioner.training.trainer import CONFIG_FILENAME
+    from captioner.training.run_dir import RunDirectory
     from captioner.training.trainer import train as run_training
 
+    run = RunDirectory(out)
     if resume:
         given = [
             "--" + name.replace("_", "-")
@@ -451,17 +453,14 @@ def train(
         ]
         if given:
             raise click.UsageError(
-                f"--resume continues with the run's own options ({out / CONFIG_FILENAME}); "
+                f"--resume continues with the run's own options ({run.config_path}); "
                 f"drop {', '.join(given)}"
             )
-        config_path = out / CONFIG_FILENAME
-        if not config_path.is_file():
-            raise click.UsageError(f"nothing to resume: {config_path} does not exist")
-        config = TrainingConfig.from_json(config_path.read_text())
+        config = run.read_config()
     else:
         if options["data"] is None:
             raise click.UsageError("--data is required (unless --resume)")
-        if (out / CONFIG_FILENAME).exists() or (out / "checkpoint").exists():
+        if run.holds_run():
             raise click.UsageError(
                 f"{out} already holds a training run: add --resume to continue it, "
                 "or choose another --out"

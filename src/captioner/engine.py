@@ -43,7 +43,7 @@ from captioner.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from captioner.config import Settings
-    from captioner.download import ProgressMode
+    from captioner.transfer import ProgressMode
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "Calibrate", "Caption", "Captioner", "ModelInfo"]
 

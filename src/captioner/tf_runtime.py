@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 from types import ModuleType
+from typing import cast
 
 __all__ = ["configure_threads", "import_tensorflow"]
 
@@ -39,12 +40,12 @@ def import_tensorflow(log_level: str = "info") -> ModuleType:
         The ``tensorflow`` module.
     """
     if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+        return sys.modules["tensorflow"]  # set by a finished import
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_CPP_LEVELS[log_level])
     if log_level == "debug" or threading.current_thread() is not threading.main_thread():
         import tensorflow
 
-        return tensorflow
+        return cast(ModuleType, tensorflow)
     with tempfile.TemporaryFile() as captured:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -57,7 +58,7 @@ def import_tensorflow(log_level: str = "info") -> ModuleType:
             sys.stderr.write(captured.read().decode(errors="replace"))
             raise
         _restore(saved)
-    return tensorflow
+    return cast(ModuleType, tensorflow)
 
 
 def _restore(saved: int) -> None:

@@ -308,8 +308,6 @@ async def test_openapi_and_docs_page(client: httpx.AsyncClient) -> None:
     assert "400" in responses and "422" not in responses  # validation errors are 400 here
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
-    root = await client.get("/")
-    assert root.status_code in (302, 307) and root.headers["location"] == "/docs"
 
 
 # --- health and metrics ----------------------------------------------------------------------

@@ -87,7 +87,9 @@ def test_offline_first_start_fails_fast_naming_every_source_and_the_ways_out(
 
     assert done.returncode == 1, done.stderr
     assert elapsed_s < 60
-    error = done.stderr[done.stderr.index("Error: ") :]
+    last_line = done.stderr.splitlines()[-1]
+    assert last_line == "Error: the model could not be loaded (the reason is above)"
+    error = done.stderr[done.stderr.index("cannot load the model: ") :]
     for url in (VOCAB_URL, *TARBALL_URLS):  # every source of every asset, each once
         host = url.split("/")[2]
         assert error.count(f"{url}: cannot resolve host {host!r}") == 1, error

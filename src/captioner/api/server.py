@@ -89,8 +89,8 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
     Runs until signalled.
 
     Raises:
-        StartupError: the port cannot be listened on.
-        CaptionerError: The model could not be loaded (after the server has stopped).
+        StartupError: the port cannot be listened on, or the model could not be loaded (after
+            the server has stopped; the reason is logged).
     """
     configure_logging(settings.log_level)
     if listener is None:
@@ -115,4 +115,7 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
     )
     _DrainingServer(config, service).run(sockets=[listener])
     if service.load_error is not None:
-        raise service.load_error
+        # The service has logged the whole reason (with the ways out) once already.
+        raise StartupError("the model could not be loaded (the reason is above)") from (
+            service.load_error
+        )
