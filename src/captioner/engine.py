@@ -302,7 +302,8 @@ class Captioner:
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """The first stage alone, the serving graph itself (the "bare encoder"): float32
         ``[B, 299, 299, 3]`` -> float32 ``[B, F]`` features."""
-        return self._encoder(np.asarray(pixels, dtype=np.float32)).numpy()
+        features: np.ndarray = self._encoder(np.asarray(pixels, dtype=np.float32)).numpy()
+        return features
 
     def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
         """Trace the graphs and run each batch size once, so first requests are not slow.
@@ -342,12 +343,17 @@ class Captioner:
             ops = FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32"))
             return "fp32", None, ops, self._encoder_graph(ops)
         bf16 = FoldedConvOps(weights.convs.items(), tf_dtype_name("bf16"))
-        both = {"fp32": FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32")), "bf16": bf16}
+        both: dict[Precision, FoldedConvOps] = {
+            "fp32": FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32")),
+            "bf16": bf16,
+        }
         graphs = {p: self._encoder_graph(o) for p, o in both.items()}
         batch = np.zeros([batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], np.float32)
-        runs: dict[Precision, Callable[[], object]] = {
-            p: (lambda graph=graph: graph(batch).numpy()) for p, graph in graphs.items()
-        }
+
+        def run(graph: Any) -> Callable[[], object]:
+            return lambda: graph(batch).numpy()
+
+        runs = {p: run(graph) for p, graph in graphs.items()}
         measure = calibrate or (lambda encoders, size: measure_encoders(encoders, batch_size=size))
         calibration = measure(runs, batch_size)
         chosen, warning = choose_precision(requested, calibration)
