@@ -70,7 +70,7 @@ def measure_encoders(
     encoders: Mapping[Precision, Callable[[], object]],
     *,
     batch_size: int,
-    repeats: int = 3,
+    repeats: int = 2,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Calibration:
     """Time the encoder in both precisions: one untimed call each, then ``repeats`` rounds.
