@@ -260,6 +260,31 @@ def download(
 @click.option("--request-timeout-s", type=click.FloatRange(0, min_open=True), help="[default: 30]")
 @click.option("--drain-timeout-s", type=click.FloatRange(0), help="[default: 20]")
 @click.option("--max-upload-bytes", type=click.IntRange(1), help="[default: 10485760]")
+@click.option(
+    "--max-pending-upload-bytes",
+    type=click.IntRange(1),
+    help="Most request-body bytes held at once; more: 503. [default: 134217728]",
+)
+@click.option(
+    "--max-decoding-pixels",
+    type=click.IntRange(1),
+    help="Most image pixels decoded at once. [default: the image pixel limit, 40000000]",
+)
+@click.option(
+    "--header-timeout-s",
+    type=click.FloatRange(0, min_open=True),
+    help="Time for a request's headers; then 408. [default: 10]",
+)
+@click.option(
+    "--body-timeout-s",
+    type=click.FloatRange(0, min_open=True),
+    help="Time for a request's body; then 408. [default: 60]",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    help="Most open connections; more: 503. [default: 1024]",
+)
 @click.option("--cors-enable", is_flag=True, default=None, help="Allow every origin (MAX's).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow this origin; repeat.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from platformdirs import user_cache_dir
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from captioner.assets import (
@@ -86,9 +86,47 @@ class Settings(BaseSettings):
     preprocess_threads: int = Field(2, ge=1, description="Threads decoding uploads.")
     request_timeout_s: float = Field(30.0, gt=0)
     drain_timeout_s: float = Field(20.0, ge=0)
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest request body in bytes; a larger one gets 413."
+    )
+    max_pending_upload_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Memory budget for uploads: most request-body bytes held at once, over all "
+        "requests being received or waiting for their captions (a body without Content-Length "
+        "counts as max_upload_bytes). A request that does not fit gets 503 + Retry-After "
+        "before its body is read. At least max_upload_bytes.",
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Most pixels one image may declare; more gets 413."
+    )
+    max_decoding_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Memory budget for decoding: most pixels of full-size images decoded at "
+        "once, over all preprocessing threads (about 3 bytes each); an image waits for room. "
+        "At least max_image_pixels, which is the default.",
+    )
     max_files_per_batch_request: int = Field(32, ge=1)
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers, counted from "
+        "the connection's start or the previous answer; then 408 and the connection is closed "
+        "(captioner serve, or uvicorn --http captioner.api.protocol:GuardedH11Protocol).",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client has to send a request's whole body once its headers are "
+        "in; then 408 (or, if no answer can be sent any more, the connection is closed).",
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Most open client connections; one more gets 503 and is closed at once "
+        "(captioner serve, or uvicorn --http captioner.api.protocol:GuardedH11Protocol).",
+    )
     default_beam_size: int = Field(3, ge=1)
     max_beam_size: int = Field(10, ge=1)
     default_max_length: int = Field(20, ge=1)
@@ -107,6 +145,27 @@ class Settings(BaseSettings):
     _expand = field_validator("model_dir", "checkpoint", "vocab", mode="after")(
         classmethod(lambda cls, value: value.expanduser() if value is not None else None)
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Refuse combinations that would make some valid request impossible to serve."""
+        rules = (
+            ("default_beam_size", "max_beam_size"),
+            ("default_max_length", "max_max_length"),
+            ("max_upload_bytes", "max_pending_upload_bytes"),  # else a full upload never fits
+            ("max_files_per_batch_request", "max_queue_size"),  # a batch is admitted whole
+            ("max_image_pixels", "max_decoding_pixels"),  # else the largest image never decodes
+        )
+        for low, high in rules:
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if high_value is not None and low_value > high_value:
+                raise ValueError(f"{low} ({low_value}) must not exceed {high} ({high_value})")
+        return self
+
+    @property
+    def decoding_pixels(self) -> int:
+        """``max_decoding_pixels``, or ``max_image_pixels`` when unset."""
+        return self.max_decoding_pixels or self.max_image_pixels
 
     def model_files(self) -> ModelFiles:
         """The checkpoint and vocabulary to load, from ``model``, ``checkpoint`` and ``vocab``.

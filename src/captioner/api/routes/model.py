@@ -26,10 +26,22 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/model", tags=["model"])
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds after which a retry may succeed.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_NOT_READY = {
+    "model": ErrorResponse,
+    "description": "Loading, draining, or the queue or the upload memory budget is full.",
+    "headers": _RETRY_AFTER,
+}
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Missing or unreadable image, bad parameter."},
+    408: {"model": ErrorResponse, "description": "The body did not arrive within the deadline."},
     413: {"model": ErrorResponse, "description": "Upload or image too large."},
-    503: {"model": ErrorResponse, "description": "Queue full, loading or draining."},
+    503: _NOT_READY,
     504: {"model": ErrorResponse, "description": "Waited in the queue past the deadline."},
 }
 
@@ -75,7 +87,11 @@ def _predictions(captions: Sequence[Caption]) -> list[Prediction]:
     ]
 
 
-@router.get("/metadata", response_model=ModelMetadata, responses={503: _ERRORS[503]})
+@router.get(
+    "/metadata",
+    response_model=ModelMetadata,
+    responses={503: {**_NOT_READY, "description": "Loading or draining."}},
+)
 async def metadata(service: ServiceDep) -> ModelMetadata:
     """Describe the loaded model (MAX's six fields)."""
     return _metadata_for(service.info)
@@ -86,7 +102,7 @@ async def predict(
     request: Request,
     service: ServiceDep,
     params: DecodeParamsDep,
-    image: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF or BMP.")],
+    image: Annotated[UploadFile, File(description="The image.")],
 ) -> PredictResponse:
     """Caption one image: up to `beam_size` captions, best first.
 
@@ -112,7 +128,7 @@ async def predict_batch(
     settings: SettingsDep,
     params: DecodeParamsDep,
     image: Annotated[
-        list[UploadFile], File(description="One or more images, each as a part named image.")
+        list[UploadFile], File(description="One or more images, each a part named image.")
     ],
 ) -> BatchResponse:
     """Caption several images in one request; one result per file, in upload order.
