@@ -23,7 +23,18 @@ from fastapi import FastAPI
 from captioner.api.deps import decode_bounds
 from captioner.config import Settings
 
-__all__ = ["install_openapi"]
+__all__ = ["IMAGE_MEDIA_TYPES", "install_openapi"]
+
+# What an image part may hold. The part's declared type is not checked (the bytes decide,
+# and clients often send application/octet-stream); these are the formats read.
+IMAGE_MEDIA_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/bmp",
+    "image/webp",
+    "image/tiff",
+)
 
 JSON = dict[str, Any]
 
@@ -70,6 +81,7 @@ def _correct(document: JSON, settings: Settings) -> None:
             form = operation.get("requestBody", {}).get("content", {}).get(_MULTIPART)
             if form is not None:
                 _describe_images(_resolve(form["schema"], schemas), settings)
+                form["encoding"] = {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}
 
 
 def _describe_images(body: JSON, settings: Settings) -> None:

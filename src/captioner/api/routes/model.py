@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Request
 
 from captioner.api.deps import DecodeParamsDep, ServiceDep, SettingsDep
 from captioner.api.errors import rule_for
@@ -17,7 +17,7 @@ from captioner.api.schemas import (
     Prediction,
     PredictResponse,
 )
-from captioner.errors import InvalidRequestError
+from captioner.api.uploads import read_images
 
 if TYPE_CHECKING:
     from captioner.engine import Caption, ModelInfo
@@ -97,20 +97,36 @@ async def metadata(service: ServiceDep) -> ModelMetadata:
     return _metadata_for(service.info)
 
 
-@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+def _multipart_body(image: dict[str, object]) -> dict[str, object]:
+    """The route's ``requestBody`` (the routes read it themselves, see ``uploads``)."""
+    schema = {"type": "object", "properties": {"image": image}, "required": ["image"]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
+
+
+_FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_multipart_body(_FILE),
+)
 async def predict(
-    request: Request,
-    service: ServiceDep,
-    params: DecodeParamsDep,
-    image: Annotated[UploadFile, File(description="The image.")],
+    request: Request, service: ServiceDep, params: DecodeParamsDep
 ) -> PredictResponse:
-    """Caption one image: up to `beam_size` captions, best first.
+    """Caption one image (a part named `image`): up to `beam_size` captions, best first.
 
     The declared content type of the part is ignored: the bytes decide.
     """
-    data = await image.read()
+    (image,) = await read_images(request, max_images=1)
     captioned = await service.caption(
-        data, beam_size=params.beam_size, max_length=params.max_length
+        image.data, beam_size=params.beam_size, max_length=params.max_length
     )
     request.state.batch_size = captioned.batch_size
     return PredictResponse(predictions=_predictions(captioned.captions))
@@ -121,28 +137,18 @@ async def predict(
     response_model=BatchResponse,
     response_model_exclude_none=True,
     responses=_ERRORS,
+    openapi_extra=_multipart_body({"type": "array", "items": _FILE}),
 )
 async def predict_batch(
-    request: Request,
-    service: ServiceDep,
-    settings: SettingsDep,
-    params: DecodeParamsDep,
-    image: Annotated[
-        list[UploadFile], File(description="One or more images, each a part named image.")
-    ],
+    request: Request, service: ServiceDep, settings: SettingsDep, params: DecodeParamsDep
 ) -> BatchResponse:
-    """Caption several images in one request; one result per file, in upload order.
+    """Caption several images (each a part named `image`); one result per file, in order.
 
     A file that cannot be captioned gets its own error entry; the others still succeed.
     """
-    if len(image) > settings.max_files_per_batch_request:
-        raise InvalidRequestError(
-            f"at most {settings.max_files_per_batch_request} files per request, got {len(image)}",
-            field="image",
-        )
-    data = [await upload.read() for upload in image]
+    image = await read_images(request, max_images=settings.max_files_per_batch_request)
     outcomes = await service.caption_many(
-        data, beam_size=params.beam_size, max_length=params.max_length
+        [upload.data for upload in image], beam_size=params.beam_size, max_length=params.max_length
     )
     results: list[BatchItem] = []
     for index, (upload, outcome) in enumerate(zip(image, outcomes, strict=True)):
