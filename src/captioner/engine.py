@@ -21,7 +21,7 @@ from captioner.checkpoint import Im2txtWeights, load_checkpoint
 from captioner.decoder import Decoder
 from captioner.encoder import FoldedConvOps, inception_v3
 from captioner.errors import InvalidRequestError, VocabularyError
-from captioner.preprocessing import IMAGE_SIZE, preprocess_image
+from captioner.preprocessing import IMAGE_SIZE, PixelBudget, preprocess_image
 from captioner.vocabulary import Vocabulary
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "Caption", "Captioner", "ModelInfo"]
@@ -79,6 +79,7 @@ class Captioner:
         name: str,
         checkpoint: str,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decoding_pixels: int | None = None,
     ) -> None:
         import tensorflow as tf
 
@@ -90,6 +91,7 @@ class Captioner:
         self._tf = tf
         self.vocabulary = vocabulary
         self.max_image_pixels = max_image_pixels
+        self._decoding = PixelBudget(max_decoding_pixels) if max_decoding_pixels else None
         self._encoder_ops = FoldedConvOps(weights.convs)
         self._decoder = Decoder(weights)
         self._graphs: dict[tuple[int, int], Any] = {}
@@ -114,6 +116,7 @@ class Captioner:
         *,
         name: str | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decoding_pixels: int | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
     ) -> Captioner:
@@ -125,6 +128,8 @@ class Captioner:
             name: a display name; default "im2txt" for the pretrained checkpoint, else the
                 model directory's name.
             max_image_pixels: images declaring more pixels are refused before decoding.
+            max_decoding_pixels: most pixels decoded at once by concurrent ``preprocess``
+                calls (a call waits for room); ``None``: no bound.
             intra_op_threads, inter_op_threads: TensorFlow's thread pools (default: TF's
                 choice, or ``TF_NUM_INTRAOP_THREADS``); set them to the container's CPU limit
                 so TF does not oversubscribe a throttled pod. They apply process-wide and
@@ -144,6 +149,7 @@ class Captioner:
             name=name,
             checkpoint=str(checkpoint),
             max_image_pixels=max_image_pixels,
+            max_decoding_pixels=max_decoding_pixels,
         )
 
     def preprocess(self, image: bytes) -> np.ndarray:
@@ -152,7 +158,7 @@ class Captioner:
         Raises:
             InvalidImageError: undecodable, unsupported or too many pixels.
         """
-        return preprocess_image(image, max_pixels=self.max_image_pixels)
+        return preprocess_image(image, max_pixels=self.max_image_pixels, budget=self._decoding)
 
     def caption_arrays(
         self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20

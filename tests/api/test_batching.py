@@ -296,3 +296,25 @@ async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
     assert caption_of(await queued) == "a red square"
     with pytest.raises(ModelNotReadyError):
         await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
+
+
+async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work() -> None:
+    engine = FakeCaptioner()
+    calls: list[str] = []
+
+    def on_idle() -> None:
+        calls.append(threading.current_thread().name)
+
+    async with running(engine, on_idle=on_idle, idle_s=0.05) as batcher:
+        await asyncio.sleep(0.15)
+        assert calls == []  # nothing ran yet: nothing to give back
+        await caption_task(batcher, "red")
+        await wait_until(lambda: len(calls) == 1)
+        await asyncio.sleep(0.15)
+        assert len(calls) == 1  # once per idle spell, not every idle_s
+        for colour in COLOURS[:4]:  # requests closer together than idle_s
+            await caption_task(batcher, colour)
+            await asyncio.sleep(0.01)
+        assert len(calls) == 1
+        await wait_until(lambda: len(calls) == 2)
+    assert set(calls) == engine.threads  # the model's worker thread

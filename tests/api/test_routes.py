@@ -229,7 +229,6 @@ async def test_upload_budget_refuses_before_reading_and_frees_after(
         metrics = (await client.get("/metrics")).text
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "2"
-    assert refused.headers["connection"] == "close"
     assert "memory budget" in refused.json()["message"]
     assert small.status_code == 200
     assert after.status_code == 200  # the budget came back

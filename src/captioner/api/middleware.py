@@ -69,11 +69,15 @@ class _Refusal:
     reason: str
     message: str
     retry_after_s: int | None = None
+    # Closing at once with a body still coming makes the client's kernel see a reset, and
+    # most clients then report that instead of the answer. So a refusal for size or memory
+    # leaves the connection open: the server reads the rest of the body and discards it
+    # (holding none of it; the body deadline still applies). A too slow body is cut off.
+    close: bool = True
 
     async def send(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope.setdefault("state", {})["error_reason"] = self.reason
-        # Connection: close, since the rest of the body is never read.
-        headers = {"Connection": "close"}
+        headers = {"Connection": "close"} if self.close else {}
         if self.retry_after_s is not None:
             headers["Retry-After"] = str(self.retry_after_s)
         response = JSONResponse(error_body(self.message), self.status, headers=headers)
@@ -90,8 +94,7 @@ class UploadGuardMiddleware:
     - Every body reserves its declared size (``max_bytes`` when undeclared) in ``budget``
       until its request is answered; one that does not fit is refused at once.
 
-    Whatever the app was doing with a cut-off body, the client gets the refusal, with
-    ``Connection: close`` since the rest of the body is never read.
+    Whatever the app was doing with a cut-off body, the client gets the refusal.
     """
 
     def __init__(
@@ -166,7 +169,7 @@ class UploadGuardMiddleware:
 
     def _too_large(self) -> _Refusal:
         message = f"the upload is larger than the limit of {self.max_bytes} bytes"
-        return _Refusal(413, "upload_too_large", message)
+        return _Refusal(413, "upload_too_large", message, close=False)
 
     def _too_slow(self) -> _Refusal:
         message = f"the request's body did not arrive within {self.body_timeout_s:g} s"
@@ -175,7 +178,7 @@ class UploadGuardMiddleware:
     @staticmethod
     def _busy() -> _Refusal:
         message = "the server holds as many uploads as its memory budget allows; retry later"
-        return _Refusal(503, "upload_budget", message, _BUDGET_RETRY_AFTER_S)
+        return _Refusal(503, "upload_budget", message, _BUDGET_RETRY_AFTER_S, close=False)
 
 
 class AccessLogMiddleware:
