@@ -5,8 +5,9 @@ at the peak of and after bursts of clients that each send one ~9 MB photo at onc
 Starts ``captioner serve`` on a full-size checkpoint of the original layout with seeded
 random values (or ``--model-dir``), warms it up, then for each size in ``--clients``:
 records the resident memory (VmRSS) once settled, restarts the kernel's peak counter
-(VmHWM), opens that many connections that each POST the same 3900x2600 JPEG (about 9 MB,
-under the 10 MB upload limit) to ``/model/predict`` at the same moment, and reports every
+(VmHWM), opens that many connections that each POST the same image to ``/model/predict``
+at the same moment (``--image photo``: a 3900x2600 JPEG of about 9 MB, under the 10 MB
+upload limit; ``flat``: a 6000x6000 PNG of a few kB, 36 megapixels), and reports every
 answer's status, the peak (VmHWM, and a 20 ms sampler as a check), the memory
 ``--settle`` seconds after the last answer, and the files the burst left in the server's
 temporary directory. Every answer should be 200 or 503; nothing else.
@@ -24,11 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import io
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 from loadkit import (
     RssSampler,
@@ -61,6 +64,13 @@ async def burst(url: str, image: bytes, clients: int) -> collections.Counter[str
     return outcomes
 
 
+def flat_png(side: int = 6000) -> bytes:
+    """A 36-megapixel PNG of one colour: a few kB to send, 108 MB once decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 140, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def warm_up(url: str, image: bytes) -> None:
     """A few requests, one large: the graphs run and the allocator has its working set."""
     small = photo_jpeg(640, 480, noise=12, quality=90)
@@ -77,6 +87,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after a burst")
+    parser.add_argument(
+        "--image",
+        choices=["photo", "flat"],
+        default="photo",
+        help="photo: a 3900x2600 JPEG of about 9 MB (the upload budget binds); flat: a "
+        "6000x6000 PNG of a few kB (the decoding budget binds)",
+    )
     parser.add_argument("--model-dir", type=Path, help="serve this model instead")
     parser.add_argument("--source", type=Path, help="run the server from this source tree")
     parser.add_argument(
@@ -89,8 +106,8 @@ def main() -> None:
     parser.add_argument("serve_args", nargs="*", help="extra captioner serve options")
     args = parser.parse_args()
 
-    image = photo_jpeg(3900, 2600, noise=40, quality=95)
-    print(f"CPU: {cpu_name()}; image: 3900x2600 JPEG, {len(image)} bytes", flush=True)
+    image = photo_jpeg(3900, 2600, noise=40, quality=95) if args.image == "photo" else flat_png()
+    print(f"CPU: {cpu_name()}; image: {args.image}, {len(image)} bytes", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         files = full_size_model(Path(tmp) / "model", args.model_dir)
         server_tmp = Path(tmp) / "server-tmp"

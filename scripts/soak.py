@@ -19,7 +19,11 @@ phase's end; overall, the memory at the start (after a warm-up), the peak (VmHWM
 the end (after ``--settle`` seconds). Random weights are the beam search's worst case
 (their captions never end early), so latencies are upper bounds.
 
-Usage: python scripts/soak.py [--scale 1.0] [--settle 10] [--model-dir DIR]
+The phase plan runs ``--rounds`` times on the same server: memory that grows in every
+round is a leak; memory that grows in the first round only is a working set being built
+(TensorFlow's kernels and buffers for each batch size, the allocator's heaps).
+
+Usage: python scripts/soak.py [--scale 1.0] [--rounds 2] [--settle 10] [--model-dir DIR]
                               [--seed 0] [-- extra captioner serve options]
 """
 
@@ -173,6 +177,7 @@ def percentile_ms(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="times each phase's requests")
+    parser.add_argument("--rounds", type=int, default=2, help="times the whole phase plan")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before the end")
     parser.add_argument("--model-dir", type=Path, help="serve this model instead")
     parser.add_argument("--seed", type=int, default=0)
@@ -186,6 +191,7 @@ def main() -> None:
     weights = [KINDS[name][0] for name in names]
     plan = [
         (concurrency, rng.choices(names, weights, k=round(count * args.scale)))
+        for _ in range(args.rounds)
         for concurrency, count in PHASES
     ]
     total = sum(len(kinds) for _, kinds in plan)

@@ -1,8 +1,8 @@
 """SECURITY.md's claims about the code, checked from the source and the live document.
 
 - No module unpickles, evaluates code, starts a process or extracts an archive blindly.
-- Request handling has no network client: only ``captioner.download`` fetches, and the
-  server reaches it only to load the model at start-up.
+- Request handling has no network client: only the model download fetches (``transfer``,
+  used by ``download``), and the server reaches it only to load the model at start-up.
 - No input of the HTTP API is a string the server could act on (a URL, a path).
 - The limits table lists the settings' real defaults.
 
@@ -29,13 +29,21 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle"}
 UNSAFE_CALLS = {"eval", "exec", "os.system", "os.popen", "os.execv", "os.execvp", "os.spawnv"}
 PROCESS_MODULES = {"subprocess", "pty", "multiprocessing"}
+# Network clients: modules that open outgoing connections, and the calls that do.
 NETWORK_MODULES = {
-    "socket", "ssl", "http.client", "urllib.request", "httpx", "requests", "aiohttp",
-    "urllib3", "ftplib", "smtplib",
+    "http.client", "urllib.request", "httpx", "requests", "aiohttp", "urllib3", "ftplib",
+    "smtplib",
 }  # fmt: skip
-# The one module that fetches: the model at start-up (captioner download, or the server's
-# loader before it answers captions).
-FETCHER = "captioner.download"
+CONNECT_CALLS = ("create_connection", ".connect", ".connect_ex")
+# The one module that talks to the network (the model download), and the one that uses it.
+CLIENT = "captioner.transfer"
+FETCHERS = {CLIENT, "captioner.download"}
+# Where the fetchers are imported inside a function, by module and function: only the
+# model's loaders. Request handling (routes, service, batcher, engine calls) is not here.
+FETCHING_FUNCTIONS = {
+    ("captioner.cli", "download"),  # captioner download
+    ("captioner.engine", "from_settings"),  # loading the model: CLI, and the server at start
+}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -72,30 +80,43 @@ def unsafe_uses(source: str) -> list[str]:
     return found
 
 
-def network_imports(source: str) -> tuple[set[str], set[str]]:
-    """``(network modules imported anywhere, FETCHER imports at module level)``."""
-    tree = ast.parse(source)
-    nested = {
-        id(node)
-        for function in ast.walk(tree)
-        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
-        for node in ast.walk(function)
-    }
-    network, fetcher_at_top = set(), set()
-    for node in ast.walk(tree):
+def network_uses(source: str) -> set[str]:
+    """The network clients ``source`` imports, and its outgoing-connection calls."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and not node.level:
-            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        network |= {n for n in names if n in NETWORK_MODULES}
-        if (
-            any(n == FETCHER or n.startswith(FETCHER + ".") for n in names)
-            and id(node) not in nested
-        ):
-            fetcher_at_top.add(FETCHER)
-    return network, fetcher_at_top
+            found |= {a.name for a in node.names if a.name in NETWORK_MODULES}
+        elif isinstance(node, ast.ImportFrom) and node.module in NETWORK_MODULES:
+            found.add(node.module)
+        elif isinstance(node, ast.Call) and _dotted(node.func).endswith(CONNECT_CALLS):
+            found.add(_dotted(node.func))
+    return found
+
+
+def fetcher_imports(source: str) -> tuple[bool, set[str]]:
+    """Whether ``source`` imports a fetcher when imported itself, and the functions that do."""
+    tree = ast.parse(source)
+    at_import, functions = False, set()
+
+    def imports_fetcher(node: ast.AST) -> bool:
+        if isinstance(node, ast.Import):
+            return any(a.name in FETCHERS for a in node.names)
+        return isinstance(node, ast.ImportFrom) and node.module in FETCHERS
+
+    for statement in tree.body:
+        is_type_checking = isinstance(statement, ast.If) and _dotted(statement.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        )
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for function in ast.walk(statement):
+                if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    imports_fetcher(node) for node in ast.walk(function)
+                ):
+                    functions.add(function.name)
+        elif not is_type_checking and any(imports_fetcher(n) for n in ast.walk(statement)):
+            at_import = True
+    return at_import, functions
 
 
 def _name(path: Path) -> str:
@@ -112,11 +133,16 @@ def test_the_checks_catch_what_they_look_for() -> None:
         "pickle", "subprocess", "marshal", "eval", "os.system", "subprocess.run(shell=True)",
         "np.load(allow_pickle=...)", "archive.extractall",
     }  # fmt: skip
-    network, top = network_imports(
-        "import socket\nfrom urllib.request import urlopen\nfrom captioner.download import x\n"
-        "def load():\n    import httpx\n"
+    client = "import httpx\nfrom urllib.request import urlopen\nsocket.create_connection(a)\n"
+    assert network_uses(client) == {"httpx", "urllib.request", "socket.create_connection"}
+    assert network_uses("import socket\nsocket.socket().bind(a)\n") == set()  # listening
+    fetching = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from captioner.transfer import ProgressMode\n"
+        "class A:\n    def load(self):\n        from captioner.download import ensure_model\n"
     )
-    assert network == {"socket", "urllib.request", "httpx"} and top == {FETCHER}
+    assert fetcher_imports(fetching) == (False, {"load"})
+    assert fetcher_imports("import captioner.download\n") == (True, set())
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)
@@ -125,15 +151,25 @@ def test_no_pickle_no_eval_no_process_no_blind_extraction(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)
-def test_only_the_model_download_uses_the_network(path: Path) -> None:
-    network, fetcher_at_top = network_imports(path.read_text())
-    if _name(path) == FETCHER:
-        assert network, "the check must see the downloader's own network imports"
-        return
-    assert network == set(), f"{_name(path)} imports a network client"
-    if _name(path).startswith("captioner.api"):
-        # The server reaches the downloader only inside the function that loads the model.
-        assert fetcher_at_top == set()
+def test_only_the_model_download_opens_connections(path: Path) -> None:
+    uses = network_uses(path.read_text())
+    if _name(path) == CLIENT:
+        assert uses, "the check must see the download client's own network use"
+    else:
+        assert uses == set(), f"{_name(path)} uses the network"
+
+
+def test_request_handling_cannot_reach_the_download() -> None:
+    """Only the download itself imports the fetchers at import time; elsewhere only the
+    model loaders do, inside their functions."""
+    at_import, functions = set(), set()
+    for path in MODULES:
+        imports_now, inside = fetcher_imports(path.read_text())
+        if imports_now:
+            at_import.add(_name(path))
+        functions |= {(_name(path), function) for function in inside}
+    assert at_import == {"captioner.download"}  # which wraps the client, transfer
+    assert functions == FETCHING_FUNCTIONS
 
 
 def test_the_api_takes_no_string_a_server_could_act_on() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_cache_dir
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from captioner.assets import (
@@ -18,8 +18,15 @@ from captioner.assets import (
     ModelFiles,
     model_files_in,
 )
+from captioner.errors import ConfigurationError
 
-__all__ = ["Settings", "default_model_dir"]
+__all__ = [
+    "Settings",
+    "default_model_dir",
+    "load_settings",
+    "setting_default_text",
+    "setting_variables",
+]
 
 
 def default_model_dir() -> Path:
@@ -52,92 +59,155 @@ class Settings(BaseSettings):
 
     # --- which model -------------------------------------------------------------------
     model: Literal["im2txt", "demo"] = Field(
-        "im2txt", description="'im2txt': the pretrained model in model_dir; 'demo': bundled."
+        "im2txt",
+        description="`im2txt`: the pretrained model in `model_dir`, downloaded if missing; "
+        "`demo`: the small model bundled in the package (coloured shapes only, no network).",
     )
-    model_dir: Path = Field(default_factory=default_model_dir)
-    checkpoint: Path | None = Field(None, description="Checkpoint prefix or directory.")
-    vocab: Path | None = Field(None, description="word_counts.txt; default: next to the model.")
+    model_dir: Path = Field(
+        default_factory=default_model_dir,
+        description="Where the pretrained model is installed and loaded from.",
+        json_schema_extra={"default_text": "the user cache directory, then `im2txt`"},
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="Serve this checkpoint instead: a directory with a `checkpoint` state "
+        "file, a prefix (`model.ckpt-4000`), or one of the prefix's files.",
+    )
+    vocab: Path | None = Field(
+        None, description="`word_counts.txt` of `checkpoint`; default: next to the checkpoint."
+    )
 
     # --- getting the pretrained assets -------------------------------------------------
-    offline: bool = Field(False, description="Never download; fail fast if the model is missing.")
+    offline: bool = Field(
+        False, description="Never download: fail at once if the pretrained model is missing."
+    )
     download_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(TARBALL_URLS),
         description="Tarball sources, tried in order (comma-separated or a JSON list).",
+        json_schema_extra={"default_text": "the two built-in sources"},
     )
-    vocab_url: str = VOCAB_URL
+    vocab_url: str = Field(
+        VOCAB_URL,
+        description="Where `word_counts.txt` comes from.",
+        json_schema_extra={"default_text": "the built-in URL"},
+    )
     asset_sha512: dict[str, str] = Field(
         default_factory=lambda: dict(PINNED_ASSET_SHA512),
-        description="Tarball member -> sha512 (JSON object); override for a private mirror.",
+        description="Tarball member -> sha512 (a JSON object), for a mirror serving other files.",
+        json_schema_extra={"default_text": "the pinned digests"},
     )
-    vocab_sha256: str = PINNED_VOCAB_SHA256
-    download_timeout_s: float = Field(30.0, gt=0, description="Stall timeout per read.")
-    download_retries: int = Field(4, ge=0)
-    download_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each try.")
+    vocab_sha256: str = Field(
+        PINNED_VOCAB_SHA256,
+        description="sha256 of `word_counts.txt`.",
+        json_schema_extra={"default_text": "the pinned digest"},
+    )
+    download_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds without data before a transfer counts as stalled."
+    )
+    download_retries: int = Field(
+        4, ge=0, description="Retries per source after the first try (dropped or stalled only)."
+    )
+    download_backoff_s: float = Field(
+        1.0, ge=0, description="First retry delay in seconds; it doubles with each retry."
+    )
 
     # --- serving ------------------------------------------------------------------------
-    host: str = "0.0.0.0"
-    port: int = Field(5000, ge=1, le=65535)
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_batch_wait_ms: float = Field(5.0, ge=0)
-    max_batch_gather_ms: float = Field(
-        50.0, ge=0, description="Longest wait for uploads being decoded and answered clients."
+    host: str = Field("0.0.0.0", description="Interface to listen on (all, as MAX did).")
+    port: int = Field(5000, ge=1, le=65535, description="Port to listen on (MAX's).")
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Most requests in one engine call; 1 turns batching off."
     )
-    max_queue_size: int = Field(64, ge=1)
+    max_batch_wait_ms: float = Field(
+        5.0, ge=0, description="Longest a request waits for others to share its engine call."
+    )
+    max_batch_gather_ms: float = Field(
+        50.0,
+        ge=0,
+        description="Longest a request waits for company known to be coming: uploads being "
+        "decoded, clients the last engine call answered.",
+    )
+    max_queue_size: int = Field(
+        64,
+        ge=1,
+        description="Most requests admitted and not yet running; more get 503 + `Retry-After`.",
+    )
     preprocess_threads: int = Field(2, ge=1, description="Threads decoding uploads.")
-    request_timeout_s: float = Field(30.0, gt=0)
-    drain_timeout_s: float = Field(20.0, ge=0)
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request still queued this long after admission gets 504."
+    )
+    drain_timeout_s: float = Field(
+        20.0, ge=0, description="Longest a shutdown waits for admitted requests to finish."
+    )
     max_upload_bytes: int = Field(
-        10 * 1024 * 1024, ge=1, description="Largest request body in bytes; a larger one gets 413."
+        10 * 1024 * 1024,
+        ge=1,
+        description="Largest request body in bytes (413 beyond; a batch request's whole body).",
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Images declaring more pixels get 413, before decoding."
+    )
+    max_files_per_batch_request: int = Field(
+        32, ge=1, description="Most files in one batch request."
     )
     max_pending_upload_bytes: int = Field(
         128 * 1024 * 1024,
         ge=1,
         description="Memory budget for uploads: most request-body bytes held at once, over all "
-        "requests being received or waiting for their captions (a body without Content-Length "
-        "counts as max_upload_bytes). A request that does not fit gets 503 + Retry-After "
-        "before its body is read. At least max_upload_bytes.",
-    )
-    max_image_pixels: int = Field(
-        40_000_000, ge=1, description="Most pixels one image may declare; more gets 413."
+        "requests being received or waiting for their captions (a body without "
+        "`Content-Length` counts as `max_upload_bytes`). A request that does not fit gets "
+        "503 + `Retry-After` before its body is read.",
     )
     max_decoding_pixels: int | None = Field(
         None,
         ge=1,
         description="Memory budget for decoding: most pixels of full-size images decoded at "
-        "once, over all preprocessing threads (about 3 bytes each); an image waits for room. "
-        "At least max_image_pixels, which is the default.",
+        "once, over all decoding threads (3 to 4 bytes each for a photo); an image waits for "
+        "room.",
+        json_schema_extra={"default_text": "max_image_pixels"},
     )
-    max_files_per_batch_request: int = Field(32, ge=1)
     header_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="Seconds a client has to send a request's line and headers, counted from "
-        "the connection's start or the previous answer; then 408 and the connection is closed "
-        "(captioner serve, or uvicorn --http captioner.api.protocol:GuardedH11Protocol).",
+        description="Seconds a client has to send a request's line and headers (from the "
+        "connection's start, or a later request's first byte); then 408 and the connection "
+        "is closed.",
     )
     body_timeout_s: float = Field(
         60.0,
         gt=0,
-        description="Seconds a client has to send a request's whole body once its headers are "
-        "in; then 408 (or, if no answer can be sent any more, the connection is closed).",
+        description="Seconds a client has to send a request's whole body once its headers "
+        "are in; then 408 and the connection is closed.",
     )
     max_connections: int = Field(
         1024,
         ge=1,
-        description="Most open client connections; one more gets 503 and is closed at once "
-        "(captioner serve, or uvicorn --http captioner.api.protocol:GuardedH11Protocol).",
+        description="Most open client connections; one more gets 503 and is closed at once.",
     )
-    default_beam_size: int = Field(3, ge=1)
-    max_beam_size: int = Field(10, ge=1)
-    default_max_length: int = Field(20, ge=1)
-    max_max_length: int = Field(50, ge=1)
+    default_beam_size: int = Field(
+        3, ge=1, description="`beam_size` when a request gives none (the original's 3)."
+    )
+    max_beam_size: int = Field(10, ge=1, description="Largest `beam_size` a request may ask.")
+    default_max_length: int = Field(
+        20, ge=1, description="`max_length` when a request gives none (the original's 20)."
+    )
+    max_max_length: int = Field(50, ge=1, description="Largest `max_length` a request may ask.")
     cors_enable: bool = Field(
-        False, validation_alias=AliasChoices("CORS_ENABLE", "CAPTIONER_CORS_ENABLE", "cors_enable")
+        False,
+        validation_alias=AliasChoices("CORS_ENABLE", "CAPTIONER_CORS_ENABLE", "cors_enable"),
+        description="CORS headers for any origin (MAX's `CORS_ENABLE` variable).",
     )
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    intra_op_threads: int | None = Field(None, ge=1, description="TF intra-op threads.")
-    inter_op_threads: int | None = Field(None, ge=1, description="TF inter-op threads.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allow only these origins (comma-separated)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="`debug` also shows TensorFlow's own start-up messages."
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="TensorFlow's intra-op thread pool; default: TF's choice."
+    )
+    inter_op_threads: int | None = Field(
+        None, ge=1, description="TensorFlow's inter-op thread pool; default: TF's choice."
+    )
 
     _split = field_validator("download_urls", "cors_origins", mode="before")(
         classmethod(lambda cls, value: _split_list(value))
@@ -148,15 +218,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        """Refuse combinations that would make some valid request impossible to serve."""
-        rules = (
-            ("default_beam_size", "max_beam_size"),
+        """Refuse combinations under which some valid request could never be served."""
+        for low, high in (
+            ("default_beam_size", "max_beam_size"),  # a default a request may ask for
             ("default_max_length", "max_max_length"),
             ("max_upload_bytes", "max_pending_upload_bytes"),  # else a full upload never fits
             ("max_files_per_batch_request", "max_queue_size"),  # a batch is admitted whole
-            ("max_image_pixels", "max_decoding_pixels"),  # else the largest image never decodes
-        )
-        for low, high in rules:
+            ("max_image_pixels", "max_decoding_pixels"),  # else the largest never decodes
+        ):
             low_value, high_value = getattr(self, low), getattr(self, high)
             if high_value is not None and low_value > high_value:
                 raise ValueError(f"{low} ({low_value}) must not exceed {high} ({high_value})")
@@ -184,3 +253,51 @@ class Settings(BaseSettings):
         if self.vocab is not None:
             return ModelFiles(checkpoint=files.checkpoint, vocab=self.vocab)
         return files
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings` from the environment and ``overrides`` (``None`` values skipped).
+
+    Raises:
+        ConfigurationError: a value a setting cannot take, in one line naming the setting,
+            its environment variable, the value and the rule it breaks.
+    """
+    try:
+        return Settings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across several settings
+            problems.append(message)
+            continue
+        name = str(error["loc"][0])
+        if name in Settings.model_fields:
+            name = f"{name} ({setting_variables(name)[0]})"
+        problems.append(f"{name} = {error['input']!r}: {message}")
+    return "invalid setting: " + "; ".join(problems)
+
+
+def setting_default_text(name: str) -> str:
+    """A setting's default as the docs and ``--help`` show it (machine paths and digests named)."""
+    field = Settings.model_fields[name]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "default_text" in extra:
+        return str(extra["default_text"])
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def setting_variables(name: str) -> list[str]:
+    """The environment variables a setting is read from: ``CAPTIONER_<NAME>`` or its aliases."""
+    alias = Settings.model_fields[name].validation_alias
+    choices = [c for c in getattr(alias, "choices", []) if isinstance(c, str) and c.isupper()]
+    return choices or [f"CAPTIONER_{name.upper()}"]

@@ -19,9 +19,9 @@ from captioner.api.metrics import Metrics
 from captioner.api.middleware import AccessLogMiddleware, UploadBudget, UploadGuardMiddleware
 from captioner.api.openapi import install_openapi
 from captioner.api.protocol import LIMITS_KEY, ConnectionLimits
-from captioner.api.routes import docs, health, metrics, model
+from captioner.api.routes import docs, health, limits, metrics, model, web
 from captioner.api.service import ModelService, ServingEngine
-from captioner.config import Settings
+from captioner.config import Settings, load_settings
 
 __all__ = ["create_app"]
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     Returns:
         The ASGI app; its ``state`` holds ``settings``, ``service`` and ``metrics``.
     """
-    settings = settings if settings is not None else Settings()
+    settings = settings if settings is not None else load_settings()
     app_metrics = Metrics()
     service = ModelService(
         settings,
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
         on_ready_changed=app_metrics.model_ready.set,
     )
 
-    limits = ConnectionLimits(
+    connection_limits = ConnectionLimits(
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
         await service.start()
         try:
             # Lifespan state: the server hands it to each connection (captioner.api.protocol).
-            yield {LIMITS_KEY: limits}
+            yield {LIMITS_KEY: connection_limits}
         finally:
             await service.aclose()
 
@@ -81,13 +81,22 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
         version=version("captioner"),
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # ours (routes/docs.py) is served offline; FastAPI's loads from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = app_metrics
     install_error_handlers(app)
     install_openapi(app, settings)
-    for router in (model.router, health.router, metrics.router, docs.router):
+    for router in (
+        model.router,
+        health.router,
+        limits.router,
+        metrics.router,
+        docs.router,
+        web.router,
+    ):
         app.include_router(router)
 
     # Added innermost first: the access log sees every answer, CORS headers reach the 413s.
