@@ -108,7 +108,8 @@ class MicroBatcher:
 
     Guarantees: at most ``max_queue_size`` requests are admitted and not yet running (more
     raise :class:`OverloadedError` before any decoding); a request still queued at its
-    deadline is dropped with :class:`DeadlineExceededError` and costs no inference; an
+    deadline is dropped with :class:`DeadlineExceededError` and costs no inference (nor any
+    decoding, if its deadline passed before a decoding thread was free); an
     undecodable image fails only its own request; every engine call runs on the same
     single worker thread.
 
@@ -240,7 +241,8 @@ class MicroBatcher:
         self._decoding[key] += len(images)
         try:
             prepared = await asyncio.gather(
-                *(self._preprocess(image) for image in images), return_exceptions=True
+                *(self._preprocess(image, deadline) for image in images),
+                return_exceptions=True,
             )
         finally:
             self._decoding[key] -= len(images)
@@ -311,14 +313,24 @@ class MicroBatcher:
 
     # --- one request ----------------------------------------------------------------------
 
-    async def _preprocess(self, image: bytes) -> np.ndarray:
+    async def _preprocess(self, image: bytes, deadline: float) -> np.ndarray:
         """Decode on the preprocessing pool; a failure gives back the admission slot."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._preprocess_pool, self._engine.preprocess, image)
+            return await loop.run_in_executor(
+                self._preprocess_pool, self._decode_in_time, image, deadline
+            )
         except BaseException:
             self._release()
             raise
+
+    def _decode_in_time(self, image: bytes, deadline: float) -> np.ndarray:
+        """Decode, unless the deadline passed while the image waited for a thread."""
+        if time.monotonic() >= deadline:
+            raise DeadlineExceededError(
+                f"the request waited {self._timeout_s:g} s for decoding and was dropped"
+            )
+        return self._engine.preprocess(image)
 
     async def _outcome(self, item: _Pending | CaptionerError) -> Captioned | CaptionerError:
         if isinstance(item, CaptionerError):

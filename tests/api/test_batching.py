@@ -318,3 +318,18 @@ async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work(
         assert len(calls) == 1
         await wait_until(lambda: len(calls) == 2)
     assert set(calls) == engine.threads  # the model's worker thread
+
+
+async def test_an_image_whose_deadline_passed_waiting_for_a_thread_is_not_decoded() -> None:
+    engine = FakeCaptioner(decode_gates={"black": threading.Event()})
+    async with running(engine, preprocess_threads=1, timeout_s=0.2) as batcher:
+        slow = caption_task(batcher, "black")  # holds the one decoding thread
+        late = caption_task(batcher, "red")  # waits for it past its deadline
+        await asyncio.sleep(0.4)
+        engine.decode_gates["black"].set()
+        with pytest.raises(DeadlineExceededError, match="for decoding"):
+            await late
+        with pytest.raises(DeadlineExceededError):  # decoded, then expired in the queue
+            await slow
+        assert engine.preprocessed == 1  # red was never decoded
+        assert batcher.depth == 0

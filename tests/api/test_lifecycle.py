@@ -112,9 +112,7 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_captions(
 async def test_full_queue_gives_503_with_retry_after_and_the_server_stays_healthy(
     tmp_path: Path, fake: FakeCaptioner
 ) -> None:
-    settings = make_settings(
-        tmp_path, max_batch_size=1, max_queue_size=2, max_files_per_batch_request=2
-    )
+    settings = make_settings(tmp_path, max_batch_size=1, max_queue_size=2)
     app = create_app(settings, captioner=fake)
     service = app.state.service
     async with serving(app) as client:

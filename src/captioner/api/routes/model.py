@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
@@ -112,7 +112,7 @@ async def metadata(service: ServiceDep) -> ModelMetadata:
     return _metadata_for(service.info)
 
 
-def _multipart_body(image: dict[str, object]) -> dict[str, object]:
+def _multipart_body(image: Mapping[str, object]) -> dict[str, object]:
     """The route's ``requestBody`` (the routes read it themselves, see ``uploads``)."""
     schema = {"type": "object", "properties": {"image": image}, "required": ["image"]}
     return {
