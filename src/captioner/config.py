@@ -52,54 +52,121 @@ class Settings(BaseSettings):
 
     # --- which model -------------------------------------------------------------------
     model: Literal["im2txt", "demo"] = Field(
-        "im2txt", description="'im2txt': the pretrained model in model_dir; 'demo': bundled."
+        "im2txt",
+        description="`im2txt`: the pretrained model in `model_dir`, downloaded if missing; "
+        "`demo`: the small model bundled in the package (coloured shapes only, no network).",
     )
-    model_dir: Path = Field(default_factory=default_model_dir)
-    checkpoint: Path | None = Field(None, description="Checkpoint prefix or directory.")
-    vocab: Path | None = Field(None, description="word_counts.txt; default: next to the model.")
+    model_dir: Path = Field(
+        default_factory=default_model_dir,
+        description="Where the pretrained model is installed and loaded from.",
+        json_schema_extra={"default_text": "the user cache directory, then `im2txt`"},
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="Serve this checkpoint instead: a directory with a `checkpoint` state "
+        "file, a prefix (`model.ckpt-4000`), or one of the prefix's files.",
+    )
+    vocab: Path | None = Field(
+        None, description="`word_counts.txt` of `checkpoint`; default: next to the checkpoint."
+    )
 
     # --- getting the pretrained assets -------------------------------------------------
-    offline: bool = Field(False, description="Never download; fail fast if the model is missing.")
+    offline: bool = Field(
+        False, description="Never download: fail at once if the pretrained model is missing."
+    )
     download_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(TARBALL_URLS),
         description="Tarball sources, tried in order (comma-separated or a JSON list).",
+        json_schema_extra={"default_text": "the two built-in sources"},
     )
-    vocab_url: str = VOCAB_URL
+    vocab_url: str = Field(
+        VOCAB_URL,
+        description="Where `word_counts.txt` comes from.",
+        json_schema_extra={"default_text": "the built-in URL"},
+    )
     asset_sha512: dict[str, str] = Field(
         default_factory=lambda: dict(PINNED_ASSET_SHA512),
-        description="Tarball member -> sha512 (JSON object); override for a private mirror.",
+        description="Tarball member -> sha512 (a JSON object), for a mirror serving other files.",
+        json_schema_extra={"default_text": "the pinned digests"},
     )
-    vocab_sha256: str = PINNED_VOCAB_SHA256
-    download_timeout_s: float = Field(30.0, gt=0, description="Stall timeout per read.")
-    download_retries: int = Field(4, ge=0)
-    download_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each try.")
+    vocab_sha256: str = Field(
+        PINNED_VOCAB_SHA256,
+        description="sha256 of `word_counts.txt`.",
+        json_schema_extra={"default_text": "the pinned digest"},
+    )
+    download_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds without data before a transfer counts as stalled."
+    )
+    download_retries: int = Field(
+        4, ge=0, description="Retries per source after the first try (dropped or stalled only)."
+    )
+    download_backoff_s: float = Field(
+        1.0, ge=0, description="First retry delay in seconds; it doubles with each retry."
+    )
 
     # --- serving ------------------------------------------------------------------------
-    host: str = "0.0.0.0"
-    port: int = Field(5000, ge=1, le=65535)
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_batch_wait_ms: float = Field(5.0, ge=0)
+    host: str = Field("0.0.0.0", description="Interface to listen on (all, as MAX did).")
+    port: int = Field(5000, ge=1, le=65535, description="Port to listen on (MAX's).")
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Most requests in one engine call; 1 turns batching off."
+    )
+    max_batch_wait_ms: float = Field(
+        5.0, ge=0, description="Longest a request waits for others to share its engine call."
+    )
     max_batch_gather_ms: float = Field(
-        50.0, ge=0, description="Longest wait for uploads being decoded and answered clients."
+        50.0,
+        ge=0,
+        description="Longest a request waits for company known to be coming: uploads being "
+        "decoded, clients the last engine call answered.",
     )
-    max_queue_size: int = Field(64, ge=1)
+    max_queue_size: int = Field(
+        64,
+        ge=1,
+        description="Most requests admitted and not yet running; more get 503 + `Retry-After`.",
+    )
     preprocess_threads: int = Field(2, ge=1, description="Threads decoding uploads.")
-    request_timeout_s: float = Field(30.0, gt=0)
-    drain_timeout_s: float = Field(20.0, ge=0)
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1)
-    max_files_per_batch_request: int = Field(32, ge=1)
-    default_beam_size: int = Field(3, ge=1)
-    max_beam_size: int = Field(10, ge=1)
-    default_max_length: int = Field(20, ge=1)
-    max_max_length: int = Field(50, ge=1)
-    cors_enable: bool = Field(
-        False, validation_alias=AliasChoices("CORS_ENABLE", "CAPTIONER_CORS_ENABLE", "cors_enable")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request still queued this long after admission gets 504."
     )
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    intra_op_threads: int | None = Field(None, ge=1, description="TF intra-op threads.")
-    inter_op_threads: int | None = Field(None, ge=1, description="TF inter-op threads.")
+    drain_timeout_s: float = Field(
+        20.0, ge=0, description="Longest a shutdown waits for admitted requests to finish."
+    )
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="Largest request body in bytes (413 beyond; a batch request's whole body).",
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Images declaring more pixels get 413, before decoding."
+    )
+    max_files_per_batch_request: int = Field(
+        32, ge=1, description="Most files in one batch request."
+    )
+    default_beam_size: int = Field(
+        3, ge=1, description="`beam_size` when a request gives none (the original's 3)."
+    )
+    max_beam_size: int = Field(10, ge=1, description="Largest `beam_size` a request may ask.")
+    default_max_length: int = Field(
+        20, ge=1, description="`max_length` when a request gives none (the original's 20)."
+    )
+    max_max_length: int = Field(50, ge=1, description="Largest `max_length` a request may ask.")
+    cors_enable: bool = Field(
+        False,
+        validation_alias=AliasChoices("CORS_ENABLE", "CAPTIONER_CORS_ENABLE", "cors_enable"),
+        description="CORS headers for any origin (MAX's `CORS_ENABLE` variable).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allow only these origins (comma-separated)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="`debug` also shows TensorFlow's own start-up messages."
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="TensorFlow's intra-op thread pool; default: TF's choice."
+    )
+    inter_op_threads: int | None = Field(
+        None, ge=1, description="TensorFlow's inter-op thread pool; default: TF's choice."
+    )
 
     _split = field_validator("download_urls", "cors_origins", mode="before")(
         classmethod(lambda cls, value: _split_list(value))

@@ -15,7 +15,7 @@ import pytest
 from deployfiles import COMPOSE_FILE, DOCKERFILE, K8S_DIR, REPO, manifest_files, tool
 from packaging.version import Version
 
-# The oldest Kubernetes the manifests are written for (README, "Kubernetes"). 1.28 has every
+# The oldest Kubernetes the manifests are written for (docs/deployment.md, "Kubernetes"). 1.28 has every
 # field they use: the PDB's unhealthyPodEvictionPolicy (beta and on since 1.27), HPA
 # autoscaling/v2, startup probes. preStop uses `exec: sleep`, as the `sleep` action needs 1.29.
 MIN_KUBERNETES = "1.28"
@@ -100,6 +100,6 @@ def test_strict_validation_rejects_a_misspelt_probe(tmp_path: Path) -> None:
     assert "livenesProbe" in result.stdout + result.stderr
 
 
-def test_readme_declares_the_minimum_kubernetes_version() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert re.search(rf"Kubernetes {re.escape(MIN_KUBERNETES)} or newer", readme)
+def test_docs_declare_the_minimum_kubernetes_version() -> None:
+    deployment = (REPO / "docs" / "deployment.md").read_text()
+    assert re.search(rf"Kubernetes {re.escape(MIN_KUBERNETES)} or newer", deployment)
