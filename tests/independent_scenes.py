@@ -3,19 +3,22 @@
 The demo model learned from :mod:`captioner.training.shapes`. This module checks that it
 learned shapes and colours rather than that generator's way of drawing them, so it imports
 nothing from it and draws differently on purpose: colours are CSS colour names (Pillow's
-``ImageColor`` table) and chart palettes that people would give each name, shapes are drawn
-straight onto the picture with ``ImageDraw`` (``ellipse``, ``rectangle``,
-``regular_polygon`` and a hand-made star), mostly without anti-aliasing, on white, grey,
-near-white, dark or gradient backgrounds of common picture sizes, saved as PNG or JPEG.
+``ImageColor`` table) and chart palettes' entries that people would give each name, shapes
+are drawn straight onto the picture with ``ImageDraw`` (``ellipse``, ``rectangle``,
+``regular_polygon``, a hand-made pentagram; filled, filled with a dark or white outline,
+outline only, or drawn four times larger and scaled down), upright, on white, near-white,
+grey, dark or gradient backgrounds of common picture sizes, saved as PNG or JPEG.
 
-Each scene holds ONE shape, and only its colour and kind are scored: the size words follow
-the generator's own convention (a share of the frame) and are not a user's judgement, so
-they are left out. A caption counts as right when it is a one-shape caption of the demo
-grammar naming the drawn colour and kind.
+A picture holds one shape of any size from 7% to 28% of the frame's shorter side, or
+(``pairs=True``) a small and a large shape side by side along the frame's longer side.
+Only colours and kinds are scored: the size words follow the generator's convention (a
+share of the frame), which is not a user's judgement, and one-shape pictures do not leave
+it clear-cut. A caption counts as right when it describes as many shapes as were drawn and
+names each one's colour and kind, the small one first.
 
-Run as a script to measure a model on more scenes than the test uses::
+Run as a script to measure a model on more pictures than the tests use::
 
-    python tests/independent_scenes.py --count 1000 [--model-dir DIR]
+    python tests/independent_scenes.py --count 1000 [--pairs] [--model-dir DIR]
 """
 
 from __future__ import annotations
@@ -49,7 +52,10 @@ _FRAMES = (
     (256, 256), (224, 224), (400, 400), (320, 240), (240, 320), (400, 300), (300, 400),
     (480, 270), (270, 480), (500, 375), (640, 480), (300, 200),
 )  # fmt: skip
-_ONE_SHAPE = re.compile(r"^a (?:small|large) (\w+) (\w+) \.$")
+_CAPTION = re.compile(
+    r"^a (small|large) (\w+) (\w+)"
+    r"(?: (to the left of|to the right of|above|below) a (small|large) (\w+) (\w+))? \.$"
+)
 
 
 @dataclass(frozen=True)
@@ -58,55 +64,97 @@ class Picture:
 
     Attributes:
         data: The encoded file (PNG or JPEG bytes).
-        colour: The colour name of the shape.
-        kind: One of :data:`KINDS`.
+        shapes: ``(colour, kind)`` of each shape: one, or two with the small one first.
+        relation: Where the small shape is relative to the large one, in the caption's
+            words, or None for one shape.
         style: How it was drawn, for the report: ``flat``, ``outlined``, ``hollow`` or
             ``smooth``.
     """
 
     data: bytes
-    colour: str
-    kind: str
+    shapes: tuple[tuple[str, str], ...]
+    relation: str | None
     style: str
 
 
-def draw_pictures(count: int, seed: int) -> list[Picture]:
-    """``count`` one-shape pictures; the same seed gives the same bytes."""
+def draw_pictures(count: int, seed: int, *, pairs: bool = False) -> list[Picture]:
+    """``count`` pictures of one shape (or of two); the same seed gives the same bytes."""
     rng = random.Random(seed)
-    return [_draw_one(rng) for _ in range(count)]
+    return [_draw_one(rng, pairs) for _ in range(count)]
 
 
-def _draw_one(rng: random.Random) -> Picture:
+def _draw_one(rng: random.Random, pairs: bool) -> Picture:
     width, height = rng.choice(_FRAMES)
     picture = _backdrop(rng, width, height)
-    colour = rng.choice(list(PALETTE))
-    kind = rng.choice(KINDS)
-    fill = ImageColor.getrgb(rng.choice(PALETTE[colour]))
-    # Half the shape's extent: 7% to 28% of the shorter side, anywhere in the middle 80%.
-    half = rng.uniform(0.07, 0.28) * min(width, height)
-    cx = rng.uniform(0.1 * width + half, 0.9 * width - half)
-    cy = rng.uniform(0.1 * height + half, 0.9 * height - half)
+    places, relation = (
+        _pair_places(rng, width, height) if pairs else ([_place(rng, width, height)], None)
+    )
     style = rng.choices(("flat", "outlined", "hollow", "smooth"), (5, 2, 2, 2))[0]
+    edge, line = rng.choice(("black", "white", "#404040")), rng.randint(2, 4)
+    scale = 4 if style == "smooth" else 1
+    if style == "smooth":  # drawn four times larger, then scaled down with a Lanczos filter
+        picture = picture.resize((width * scale, height * scale))
+    draw = ImageDraw.Draw(picture)
+    shapes = []
+    for cx, cy, half in places:
+        colour, kind = rng.choice(list(PALETTE)), rng.choice(KINDS)
+        fill = ImageColor.getrgb(rng.choice(PALETTE[colour]))
+        where = (cx * scale, cy * scale, half * scale)
+        if style == "outlined":
+            _shape(draw, kind, *where, fill=fill, outline=edge, width=line)
+        elif style == "hollow":
+            _shape(
+                draw, kind, *where, outline=fill, width=max(3, round(half / rng.uniform(3.5, 6)))
+            )
+        else:
+            _shape(draw, kind, *where, fill=fill)
+        shapes.append((colour, kind))
     if style == "smooth":
-        # Drawn four times larger, then scaled down with a Lanczos filter.
-        big = picture.resize((width * 4, height * 4))
-        _shape(ImageDraw.Draw(big), kind, cx * 4, cy * 4, half * 4, fill=fill)
-        picture = big.resize((width, height), Image.Resampling.LANCZOS)
-    elif style == "outlined":
-        edge = rng.choice(("black", "white", "#404040"))
-        line = rng.randint(2, 4)
-        _shape(ImageDraw.Draw(picture), kind, cx, cy, half, fill=fill, outline=edge, width=line)
-    elif style == "hollow":
-        line = max(3, round(half / rng.uniform(3.5, 6)))
-        _shape(ImageDraw.Draw(picture), kind, cx, cy, half, outline=fill, width=line)
-    else:
-        _shape(ImageDraw.Draw(picture), kind, cx, cy, half, fill=fill)
+        picture = picture.resize((width, height), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     if rng.random() < 0.5:
         picture.save(buffer, format="PNG")
     else:
         picture.save(buffer, format="JPEG", quality=rng.choice((75, 90)))
-    return Picture(buffer.getvalue(), colour, kind, style)
+    return Picture(buffer.getvalue(), tuple(shapes), relation, style)
+
+
+def _place(rng: random.Random, width: int, height: int) -> tuple[float, float, float]:
+    """Centre and half extent of one shape: 7% to 28% of the shorter side, in the middle 80%."""
+    half = rng.uniform(0.07, 0.28) * min(width, height)
+    cx = rng.uniform(0.1 * width + half, 0.9 * width - half)
+    cy = rng.uniform(0.1 * height + half, 0.9 * height - half)
+    return cx, cy, half
+
+
+def _pair_places(
+    rng: random.Random, width: int, height: int
+) -> tuple[list[tuple[float, float, float]], str]:
+    """A small shape and a large one in a row along the frame's longer side, centres level.
+
+    The small one's half extent is 6.5% to 10% of the shorter side, the large one's 20% to
+    26%, with a gap of 8% between them; all of it inside the middle 80% of the frame.
+    """
+    short = min(width, height)
+    small, large, gap = (
+        rng.uniform(0.065, 0.10) * short,
+        rng.uniform(0.2, 0.26) * short,
+        0.08 * short,
+    )
+    horizontal = width > height or (width == height and rng.random() < 0.5)
+    along, across = (width, height) if horizontal else (height, width)
+    start = rng.uniform(0.1 * along, 0.9 * along - (2 * small + gap + 2 * large))
+    small_first = rng.random() < 0.5
+    if small_first:
+        small_at, large_at = start + small, start + 2 * small + gap + large
+    else:
+        large_at, small_at = start + large, start + 2 * large + gap + small
+    level = rng.uniform(0.1 * across + large, 0.9 * across - large)
+    if horizontal:
+        relation = "to the left of" if small_first else "to the right of"
+        return [(small_at, level, small), (large_at, level, large)], relation
+    relation = "above" if small_first else "below"
+    return [(level, small_at, small), (level, large_at, large)], relation
 
 
 def _backdrop(rng: random.Random, width: int, height: int) -> Image.Image:
@@ -149,16 +197,28 @@ def _shape(
 
 
 def score(captions: list[str], pictures: list[Picture]) -> dict[str, float]:
-    """Shares of pictures whose caption names the right colour, kind, and both."""
-    right = Counter()
+    """Shares of pictures whose caption names every colour right, every kind, and both.
+
+    A caption must describe as many shapes as were drawn, in the grammar's order (the small
+    one first). For pictures of two shapes, ``relation`` is the share with the right one.
+    """
+    right: Counter[str] = Counter()
     for caption, picture in zip(captions, pictures, strict=True):
-        match = _ONE_SHAPE.match(caption)
-        colour_ok = match is not None and match[1] == picture.colour
-        kind_ok = match is not None and match[2] == picture.kind
-        right["colour"] += colour_ok
-        right["shape"] += kind_ok
-        right["both"] += colour_ok and kind_ok
-    return {name: right[name] / len(pictures) for name in ("colour", "shape", "both")}
+        match = _CAPTION.match(caption)
+        named = [] if match is None else [(match[2], match[3])]
+        if match is not None and match[4]:
+            named.append((match[6], match[7]))
+        fits = len(named) == len(picture.shapes)
+        colours = fits and all(n[0] == d[0] for n, d in zip(named, picture.shapes, strict=False))
+        kinds = fits and all(n[1] == d[1] for n, d in zip(named, picture.shapes, strict=False))
+        right["colour"] += colours
+        right["shape"] += kinds
+        right["both"] += colours and kinds
+        right["relation"] += match is not None and match[4] == picture.relation
+    rates = {name: right[name] / len(pictures) for name in ("colour", "shape", "both")}
+    if any(picture.relation for picture in pictures):
+        rates["relation"] = right["relation"] / len(pictures)
+    return rates
 
 
 def caption_all(captioner: object, pictures: list[Picture], batch: int = 25) -> list[str]:
@@ -178,28 +238,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="pictures to draw")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the pictures")
+    parser.add_argument("--pairs", action="store_true", help="two shapes per picture")
     parser.add_argument(
         "--model-dir", type=Path, default=DEMO_MODEL_DIR, help="model (default: the demo)"
     )
     args = parser.parse_args(argv)
     files = model_files_in(args.model_dir)
     captioner = Captioner.load(files.checkpoint, files.vocab)
-    pictures = draw_pictures(args.count, args.seed)
+    pictures = draw_pictures(args.count, args.seed, pairs=args.pairs)
     captions = caption_all(captioner, pictures)
     rates = score(captions, pictures)
-    print(f"{args.count} pictures, seed {args.seed}, model {args.model_dir}")
+    kind = "two-shape" if args.pairs else "one-shape"
+    print(f"{args.count} {kind} pictures, seed {args.seed}, model {args.model_dir}")
     print(" ".join(f"{name} {rate:.1%}" for name, rate in rates.items()))
     for style in ("flat", "outlined", "hollow", "smooth"):
         chosen = [i for i, p in enumerate(pictures) if p.style == style]
         rate = score([captions[i] for i in chosen], [pictures[i] for i in chosen])["both"]
         print(f"  {style}: {rate:.1%} of {len(chosen)}")
     misses = Counter(
-        (p.colour, p.kind, c)
+        (p.shapes, c)
         for c, p in zip(captions, pictures, strict=True)
         if score([c], [p])["both"] < 1
     )
-    for (colour, kind, caption), n in misses.most_common(15):
-        print(f"  {n:3d} x {colour} {kind}: {caption!r}")
+    for (shapes, caption), n in misses.most_common(15):
+        print(f"  {n:3d} x {shapes}: {caption!r}")
     return 0
 
 
