@@ -1,7 +1,7 @@
 """Write im2txt-layout checkpoints with seeded random values, for tests and benchmarks.
 
-The real pretrained weights cannot be downloaded here (SPEC.md, "Testing without the real
-weights"), so tests write the exact tensor layout themselves: full size (383 tensors, the
+The real pretrained weights cannot be downloaded here (docs/faithfulness.md), so tests write
+the exact tensor layout themselves: full size (383 tensors, the
 original shapes) or smaller (a width multiplier and small embedding/LSTM/vocabulary).
 Random weights give nonsense captions; tests assert structure and exact agreement between
 code paths, never meaning.

@@ -30,7 +30,7 @@ __all__ = [
 
 Behaviour = Literal["ok", "missing", "error_first", "drop_first", "stall"]
 
-# The member names of the real assets.tar.gz (SPEC.md, "The pretrained assets").
+# The member names of the real assets.tar.gz (docs/pretrained-model.md).
 MEMBER_NAMES = (
     "checkpoint/checkpoint",
     "checkpoint/model2.ckpt-2000000.data-00000-of-00001",

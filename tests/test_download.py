@@ -278,7 +278,10 @@ def test_wrong_vocabulary_checksum_installs_nothing(
     assert caught.value.algorithm == "sha256"
     assert assets.vocab_sha256 in str(caught.value)
     assert snapshot(model_dir) == {}
-    assert "/assets.tar.gz" not in server.paths_requested()  # failed before the big download
+    # The tarball was still fetched: its bytes wait beside the model for the next run.
+    assert "/assets.tar.gz" in server.paths_requested()
+    kept = list((model_dir.parent / ".im2txt.download").iterdir())
+    assert [part.read_bytes() for part in kept] == [assets.tarball]
 
 
 def _entry(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
@@ -384,6 +387,7 @@ def test_ensure_model_checks_explicit_files_and_never_downloads(
         ensure_model(settings)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "model.ckpt-5.index").write_bytes(b"x")
+    (tmp_path / "mine" / "model.ckpt-5.data-00000-of-00001").write_bytes(b"x")
     (tmp_path / "mine" / "word_counts.txt").write_bytes(assets.vocab)
     prefix = tmp_path / "mine" / "model.ckpt-5"
     files = ensure_model(settings_for(server, tmp_path / "unused", assets, checkpoint=prefix))
@@ -491,7 +495,7 @@ def test_log_progress_says_size_percent_and_rate(
     server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serve(server, assets)
-    caplog.set_level("INFO", logger="captioner.download")
+    caplog.set_level("INFO", logger="captioner.transfer")
     install_model(settings_for(server, model_dir, assets), progress="log")
     kib = f"{len(assets.tarball) / 1024:.1f} KiB"
     assert f"assets.tar.gz: downloading {kib}" in caplog.text

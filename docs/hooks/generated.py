@@ -24,7 +24,7 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
 def settings_table() -> str:
     """A Markdown table of every setting, in declaration order."""
     from captioner.cli import serve
-    from captioner.config import Settings
+    from captioner.config import Settings, setting_default_text, setting_variables
 
     options = {
         param.name: param
@@ -36,29 +36,10 @@ def settings_table() -> str:
         "|---|---|---|---|",
     ]
     for name, field in Settings.model_fields.items():
-        env = _env_names(name, field)
+        env = ", ".join(f"`{variable}`" for variable in setting_variables(name))
         option = options.get(name)
         flag = f"`{option.opts[0]}`" if option is not None else ""
-        rows.append(f"| {env} | {flag} | {_default(field)} | {field.description} |")
+        default = setting_default_text(name)
+        default = default if default.startswith("the ") or default == "none" else f"`{default}`"
+        rows.append(f"| {env} | {flag} | {default} | {field.description} |")
     return "\n".join(rows)
-
-
-def _env_names(name: str, field: Any) -> str:
-    alias = field.validation_alias
-    choices = [c for c in getattr(alias, "choices", []) if isinstance(c, str) and c.isupper()]
-    names = choices or [f"CAPTIONER_{name.upper()}"]
-    return ", ".join(f"`{n}`" for n in names)
-
-
-def _default(field: Any) -> str:
-    extra = field.json_schema_extra or {}
-    if "default_text" in extra:
-        return str(extra["default_text"])
-    value = field.get_default(call_default_factory=True)
-    if value is None:
-        return "none"
-    if value == []:
-        return "none"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    return f"`{value}`"

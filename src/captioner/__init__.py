@@ -15,13 +15,16 @@ from captioner.errors import (
     CaptionerError,
     CheckpointError,
     ChecksumMismatchError,
+    ConfigurationError,
     DatasetError,
     DeadlineExceededError,
+    DownloadError,
     InvalidImageError,
     InvalidRequestError,
     ModelNotReadyError,
     OfflineError,
     OverloadedError,
+    StartupError,
     UnsafeArchiveError,
     VocabularyError,
 )
@@ -37,19 +40,22 @@ __all__ = [
     "CaptionerError",
     "CheckpointError",
     "ChecksumMismatchError",
+    "ConfigurationError",
     "DatasetError",
     "DeadlineExceededError",
+    "DownloadError",
     "InvalidImageError",
     "InvalidRequestError",
     "ModelNotReadyError",
     "OfflineError",
     "OverloadedError",
     "Settings",
+    "StartupError",
     "UnsafeArchiveError",
     "VocabularyError",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 _LAZY = {
     "Caption": "captioner.engine",

@@ -42,7 +42,7 @@ VOCAB_FILENAME = "word_counts.txt"
 CHECKPOINT_DIRNAME = "checkpoint"
 CHECKPOINT_PREFIX = "model2.ckpt-2000000"
 
-# Relative paths inside the tarball -> sha512 (SPEC.md, "The pretrained assets").
+# Relative paths inside the tarball -> sha512 of the files IBM's MAX project published.
 PINNED_ASSET_SHA512: dict[str, str] = {
     "checkpoint/model2.ckpt-2000000.data-00000-of-00001": (
         "eda91f4245224b43dd6c36f16dd49c30bb65d0aea51ca84a13a710bd1b18454e"

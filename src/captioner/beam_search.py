@@ -1,6 +1,7 @@
 """im2txt's beam search, batched over images, as TensorFlow ops (runs inside ``tf.function``).
 
-The semantics are the original ``caption_generator.py``'s (SPEC.md, "Beam search"):
+The semantics are the original ``caption_generator.py``'s (docs/faithfulness.md, "The beam
+search"):
 
 - at most ``max_length - 1`` steps, stopping early when no partial caption is left;
 - per partial caption, its ``beam_size`` most probable next words (ties: lower id first),
@@ -98,7 +99,9 @@ def beam_search(
     # Candidate c = parent * K + rank: the original's order (parent, then rank).
     parents = tf.repeat(tf.range(k), k)
 
-    def keep_going(i: tf.Tensor, _: tf.Tensor, p_logprobs: tf.Tensor, *rest: tf.Tensor):
+    def keep_going(
+        i: tf.Tensor, _: tf.Tensor, p_logprobs: tf.Tensor, *rest: tf.Tensor
+    ) -> tf.Tensor:
         # An image is finished when no partial caption can still enter its complete set
         # (the module docstring says why); with an empty slot in the complete set, only
         # when no partial caption is left. The loop variables end with c_logprobs.
@@ -114,7 +117,7 @@ def beam_search(
         c_words: tf.Tensor,
         c_lengths: tf.Tensor,
         c_logprobs: tf.Tensor,
-    ):
+    ) -> tuple[tf.Tensor, ...]:
         last_words = tf.reshape(tf.gather(p_words, i, axis=2), [-1])
         probs, new_states = step(last_words, tf.reshape(p_states, [-1, state_size]))
         top_probs, top_words = tf.math.top_k(probs, k=k)  # ties: lower id first

@@ -10,7 +10,7 @@ the tensor, never a TensorFlow stack trace.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from captioner.encoder import SCOPE, ConvWeights, inception_v3, inception_v3_lay
 from captioner.errors import CheckpointError
 
 __all__ = [
+    "CHECKPOINT_FORMS",
     "LSTM_NAMINGS",
     "Im2txtWeights",
     "im2txt_tensor_shapes",
@@ -28,7 +29,8 @@ __all__ = [
     "save_checkpoint",
 ]
 
-# (kernel, bias) names by the TensorFlow generation that wrote the file (SPEC.md).
+# (kernel, bias) names by the TensorFlow generation that wrote the file (docs/faithfulness.md,
+# "The checkpoint").
 LSTM_NAMINGS: tuple[tuple[str, str], ...] = (
     ("lstm/basic_lstm_cell/kernel", "lstm/basic_lstm_cell/bias"),  # TF >= 1.2
     ("lstm/basic_lstm_cell/weights", "lstm/basic_lstm_cell/biases"),  # TF 1.0-1.1
@@ -77,38 +79,65 @@ class Im2txtWeights:
         return int(self.logits_biases.shape[0])
 
 
+# The files a TF checkpoint prefix owns: "<prefix>.index", "<prefix>.data-00000-of-00001", ...
+_PREFIX_FILE = re.compile(r"^(?P<prefix>.+)\.(?:index|meta|data-\d+-of-\d+)$")
+STATE_FILENAME = "checkpoint"
+CHECKPOINT_FORMS = (
+    "a directory with a 'checkpoint' state file, a prefix such as model.ckpt-4000, "
+    "or one of the prefix's .index, .data-*-of-* or .meta files"
+)
+
+
 def resolve_checkpoint_prefix(path: Path | str) -> Path:
-    """Turn a prefix or a directory with a ``checkpoint`` state file into a checked prefix.
+    """Turn any way of naming a checkpoint into its checked prefix.
+
+    Accepted, all naming the same checkpoint: the directory holding a ``checkpoint`` state
+    file (or that state file itself), the prefix (``.../model.ckpt-4000``), and any one of the
+    prefix's own files (``.index``, ``.data-00000-of-00001``, ``.meta``).
 
     Raises:
-        CheckpointError: nothing there, no usable state file, or the index/data files missing.
+        CheckpointError: nothing there, no usable state file, a file that belongs to no
+            prefix, or the prefix's index or data file missing.
     """
     path = Path(path)
+    if path.is_file() and path.name == STATE_FILENAME:
+        path = path.parent
     if path.is_dir():
-        state = path / "checkpoint"
-        if not state.is_file():
-            raise CheckpointError(
-                "directory has no 'checkpoint' state file; give the checkpoint prefix instead",
-                path=path,
-            )
-        try:
-            text = state.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"cannot read the state file: {exc}", path=state) from exc
-        match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+        prefix = _prefix_from_state_file(path)
+    elif path.is_file():
+        match = _PREFIX_FILE.match(path.name)
         if match is None:
-            raise CheckpointError("state file names no model_checkpoint_path", path=state)
-        named = Path(match.group(1))
-        # Written paths may be absolute paths of another machine: only the name is trusted.
-        prefix = path / named.name
+            raise CheckpointError(f"not a checkpoint file; give {CHECKPOINT_FORMS}", path=path)
+        prefix = path.with_name(match["prefix"])
     else:
         prefix = path
     index = prefix.with_name(prefix.name + ".index")
     if not index.is_file():
+        if not path.exists():
+            raise CheckpointError(f"no such checkpoint; give {CHECKPOINT_FORMS}", path=path)
         raise CheckpointError(f"checkpoint index file not found: {index}", path=prefix)
     if not list(prefix.parent.glob(prefix.name + ".data-*-of-*")):
         raise CheckpointError("checkpoint data file (.data-*-of-*) not found", path=prefix)
     return prefix
+
+
+def _prefix_from_state_file(directory: Path) -> Path:
+    """The prefix a checkpoint directory's ``checkpoint`` state file names."""
+    state = directory / STATE_FILENAME
+    if not state.is_file():
+        raise CheckpointError(
+            "directory has no 'checkpoint' state file; give the checkpoint prefix instead",
+            path=directory,
+        )
+    try:
+        text = state.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read the state file: {exc}", path=state) from exc
+    match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+    if match is None:
+        raise CheckpointError("state file names no model_checkpoint_path", path=state)
+    # Written paths may be absolute paths of another machine: only the name is trusted.
+    return directory / Path(match.group(1)).name
 
 
 class _Reader:
@@ -181,7 +210,7 @@ class _CheckingOps:
 
     avg_pool = max_pool
 
-    def concat(self, xs: list[int]) -> int:
+    def concat(self, xs: Sequence[int]) -> int:
         return sum(xs)
 
     def global_pool(self, x: int) -> int:
@@ -297,7 +326,7 @@ def save_checkpoint(prefix: Path | str, tensors: Mapping[str, np.ndarray]) -> Pa
         shape_and_slices=[""] * len(names),
         tensors=[tf.convert_to_tensor(tensors[name]) for name in names],
     )
-    (prefix.parent / "checkpoint").write_text(
+    (prefix.parent / STATE_FILENAME).write_text(
         f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
     )
     return prefix

@@ -12,11 +12,10 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +23,12 @@ from captioner.errors import CaptionerError
 from captioner.training.config import TrainingConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from captioner.config import Settings
+    from captioner.engine import Caption, Captioner
+
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
 
 def _reports_errors(func: F) -> F:
@@ -39,26 +44,78 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class CheckpointPath(click.ParamType[Path]):
+    """A checkpoint named any accepted way; converted to its checked prefix.
+
+    Accepted: a directory with a ``checkpoint`` state file, a prefix such as
+    ``model.ckpt-4000``, or one of the prefix's ``.index``, ``.data-*`` or ``.meta`` files.
+    Anything else is one ``Error:`` line naming the option, the path and the accepted forms.
+    """
+
+    name = "checkpoint"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        from captioner.checkpoint import resolve_checkpoint_prefix
+
+        try:
+            return resolve_checkpoint_prefix(value)
+        except CaptionerError as exc:
+            option = param.opts[0] if param is not None and param.opts else "checkpoint"
+            raise click.ClickException(f"{option}: {exc}") from exc
+
+
+class SettingOption(click.Option):
+    """An option that sets a :class:`Settings` field: its help and default come from the field.
+
+    The default stays ``None`` (an unset option leaves the environment's value in place);
+    ``--help`` shows the field's own default, read when the help is shown.
+    """
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from captioner.config import Settings, setting_default_text
+
+        name = self.name or ""
+        if not self.help and name in Settings.model_fields:
+            self.help = Settings.model_fields[name].description
+        record = super().get_help_record(ctx)
+        if record is None or name not in Settings.model_fields:
+            return record
+        return record[0], f"{record[1]}  [default: {setting_default_text(name)}]"
+
+
+def _setting_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A ``SettingOption`` (see there)."""
+    return click.option(*decls, cls=SettingOption, default=None, **kwargs)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment and the given options (unset ones skipped)."""
+    from captioner.config import load_settings
+
+    return load_settings(**overrides)
+
+
 _MODEL_OPTIONS = (
-    click.option(
+    _setting_option(
         "--model",
         type=click.Choice(["im2txt", "demo"]),
-        default=None,
-        help="'demo': the bundled demo model. [default: im2txt]",
+        help="'demo': the bundled demo model (coloured shapes only, no network).",
     ),
-    click.option(
-        "--checkpoint",
-        type=click.Path(exists=True, path_type=Path),
-        help="Checkpoint prefix or directory (a training run's checkpoint/ too). "
-        "[default: the model directory's]",
-    ),
-    click.option(
+    _setting_option("--checkpoint", type=CheckpointPath()),
+    _setting_option(
         "--vocab",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="word_counts.txt. [default: next to the checkpoint]",
+        help="word_counts.txt of --checkpoint. [default: next to the checkpoint]",
     ),
     click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True),
-    click.option("--max-length", type=click.IntRange(1, 100), default=20, show_default=True),
+    click.option(
+        "--max-length",
+        type=click.IntRange(1, 100),
+        default=20,
+        show_default=True,
+        help="Longest caption in words, counting the start word <S>.",
+    ),
+    _setting_option("--log-level", type=LOG_LEVELS),
 )
 
 
@@ -67,6 +124,25 @@ def _model_options(func: F) -> F:
     for option in reversed(_MODEL_OPTIONS):
         func = option(func)
     return func
+
+
+def _load_model(**options: Any) -> Captioner:
+    """The model the options (and the environment) name, downloaded first if missing."""
+    from captioner.engine import Captioner
+
+    settings = _settings(**options)
+    _show_package_logs(settings.log_level)
+    return Captioner.from_settings(settings)
+
+
+def _show_package_logs(level: str) -> None:
+    """Send the package's log records (downloads, skipped data) to stderr, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("captioner")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,13 +165,11 @@ def cli() -> None:
 @_reports_errors
 def caption(
     images: tuple[Path, ...],
-    checkpoint: Path | None,
-    vocab: Path | None,
-    model: str | None,
     beam_size: int,
     max_length: int,
     batch_size: int,
     as_json: bool,
+    **model: Any,
 ) -> None:
     """Caption IMAGE files (JPEG, PNG, GIF, BMP, WebP, TIFF).
 
@@ -104,11 +178,11 @@ def caption(
     """
     import numpy as np
 
-    captioner = _load_captioner(checkpoint=checkpoint, vocab=vocab, model=model)
+    captioner = _load_model(**model)
     failed = False
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        outcomes: list[Any] = []  # per image, in order: pixels or an error message
+        outcomes: list[np.ndarray | str] = []  # per image, in order: pixels or an error message
         for path in chunk:
             try:
                 outcomes.append(captioner.preprocess(path.read_bytes()))
@@ -130,26 +204,7 @@ def caption(
         sys.exit(1)
 
 
-def _load_captioner(checkpoint: Path | None, vocab: Path | None, model: str | None) -> Any:
-    """The Captioner that --checkpoint/--vocab/--model (or the environment) name."""
-    from captioner.config import Settings
-    from captioner.engine import Captioner
-
-    overrides: dict[str, Any] = {"checkpoint": checkpoint, "vocab": vocab}
-    if model is not None:
-        overrides["model"] = model
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    files = settings.model_files()
-    if not files.checkpoint.exists():
-        raise click.ClickException(
-            f"no model found at {files.checkpoint.parent}. Get the pretrained model with "
-            "'captioner download' (or point at one with --checkpoint/--vocab, or use "
-            "--model demo for the bundled demo model)."
-        )
-    return Captioner.load(files.checkpoint, files.vocab, max_image_pixels=settings.max_image_pixels)
-
-
-def _print_captions(image: str, captions: list[Any], as_json: bool) -> None:
+def _print_captions(image: str, captions: list[Caption], as_json: bool) -> None:
     """One image's captions: a JSON line, or a readable ranked list."""
     if as_json:
         predictions = [
@@ -214,17 +269,12 @@ def download(
     Every file is checked against its pinned digest, and the model directory is switched
     in only when complete, so an interrupted run leaves the old state; rerun to resume.
     """
-    from captioner.config import Settings
     from captioner.download import install_model
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    overrides: dict[str, Any] = {}
-    if dest is not None:
-        overrides["model_dir"] = dest
-    if urls:
-        overrides["download_urls"] = list(urls)
+    _show_package_logs("warning" if quiet else "info")
+    settings = _settings(model_dir=dest, download_urls=list(urls) or None)
     files = install_model(
-        Settings(**overrides),
+        settings,
         force=force,
         from_file=from_file,
         vocab_file=vocab_file,
@@ -234,55 +284,46 @@ def download(
 
 
 @cli.command()
-@click.option("--host", help="Interface to listen on. [default: 0.0.0.0]")
-@click.option("--port", type=click.IntRange(1, 65535), help="[default: 5000]")
+@_setting_option("--host")
+@_setting_option("--port", type=click.IntRange(1, 65535))
+@_setting_option("--model", type=click.Choice(["im2txt", "demo"]))
+@_setting_option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
+@_setting_option("--checkpoint", type=CheckpointPath())
+@_setting_option("--vocab", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_setting_option("--offline", is_flag=True)
+@_setting_option("--max-batch-size", type=click.IntRange(1, 256))
+@_setting_option("--max-batch-wait-ms", type=click.FloatRange(0))
+@_setting_option("--max-batch-gather-ms", type=click.FloatRange(0))
+@_setting_option("--max-queue-size", type=click.IntRange(1))
+@_setting_option("--request-timeout-s", type=click.FloatRange(0, min_open=True))
+@_setting_option("--drain-timeout-s", type=click.FloatRange(0))
+@_setting_option("--max-upload-bytes", type=click.IntRange(1))
+@_setting_option("--cors-enable", is_flag=True)
 @click.option(
-    "--model",
-    type=click.Choice(["im2txt", "demo"]),
-    help="'im2txt': the pretrained model (downloaded if missing); 'demo': bundled.",
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Allow only this origin (repeat for several).  [default: none]",
 )
-@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, path_type=Path),
-    help="Serve this checkpoint (prefix or directory) instead.",
-)
-@click.option(
-    "--vocab",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="word_counts.txt. [default: next to the checkpoint]",
-)
-@click.option("--offline", is_flag=True, default=None, help="Never download the model.")
-@click.option("--max-batch-size", type=click.IntRange(1, 256), help="[default: 8]")
-@click.option("--max-batch-wait-ms", type=click.FloatRange(0), help="[default: 5]")
-@click.option("--max-batch-gather-ms", type=click.FloatRange(0), help="[default: 50]")
-@click.option("--max-queue-size", type=click.IntRange(1), help="[default: 64]")
-@click.option("--request-timeout-s", type=click.FloatRange(0, min_open=True), help="[default: 30]")
-@click.option("--drain-timeout-s", type=click.FloatRange(0), help="[default: 20]")
-@click.option("--max-upload-bytes", type=click.IntRange(1), help="[default: 10485760]")
-@click.option("--cors-enable", is_flag=True, default=None, help="Allow every origin (MAX's).")
-@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow this origin; repeat.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@_setting_option("--log-level", type=LOG_LEVELS)
 @_reports_errors
 def serve(**options: Any) -> None:
-    """Serve the MAX-compatible caption API (uvicorn).
+    """Serve the MAX-compatible caption API and the web page (uvicorn).
 
     Every option is also an environment variable, CAPTIONER_<OPTION> (CORS_ENABLE for
-    --cors-enable); options win. SIGTERM drains: admitted requests finish first.
+    --cors-enable); options win. The port is taken first (a busy port is reported at once),
+    then the model is fetched if missing and loaded while the server already answers
+    health probes. SIGTERM drains: admitted requests finish first.
     """
-    from pydantic import ValidationError
-
+    from captioner.api.server import open_listener
     from captioner.api.server import serve as run_server
-    from captioner.config import Settings
+    from captioner.tf_runtime import import_tensorflow
 
-    overrides = {name: value for name, value in options.items() if value not in (None, ())}
-    if "cors_origins" in overrides:
-        overrides["cors_origins"] = list(overrides["cors_origins"])
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid setting: {exc}") from exc
-    run_server(settings)
+    options["cors_origins"] = list(options["cors_origins"]) or None
+    settings = _settings(**options)
+    listener = open_listener(settings.host, settings.port)
+    import_tensorflow(settings.log_level)  # here, on the main thread: quietly
+    run_server(settings, listener)
 
 
 # --- training and evaluation ---------------------------------------------------------
@@ -375,9 +416,18 @@ def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
 @_train_option("seed", click.IntRange(0), "Seeds the split, the initial weights, the batches.")
 @_train_option("image_cache_mb", click.IntRange(0), "Keep preprocessed images in memory up to.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, only errors.")
+@_setting_option("--log-level", type=LOG_LEVELS)
 @click.pass_context
 @_reports_errors
-def train(ctx: click.Context, out: Path, resume: bool, quiet: bool, **options: Any) -> None:
+def train(
+    ctx: click.Context,
+    /,
+    out: Path,
+    resume: bool,
+    quiet: bool,
+    log_level: str | None,
+    **options: Any,
+) -> None:
     """Train a caption model on your own captions; the engine and server load --out.
 
     The data is a JSON Lines file of {"image": "<path relative to the file>",
@@ -387,9 +437,11 @@ def train(ctx: click.Context, out: Path, resume: bool, quiet: bool, **options: A
     """
     from tqdm import tqdm
 
-    from captioner.training.trainer import CONFIG_FILENAME
+    from captioner.tf_runtime import import_tensorflow
+    from captioner.training.run_dir import RunDirectory
     from captioner.training.trainer import train as run_training
 
+    run = RunDirectory(out)
     if resume:
         given = [
             "--" + name.replace("_", "-")
@@ -398,17 +450,14 @@ def train(ctx: click.Context, out: Path, resume: bool, quiet: bool, **options: A
         ]
         if given:
             raise click.UsageError(
-                f"--resume continues with the run's own options ({out / CONFIG_FILENAME}); "
+                f"--resume continues with the run's own options ({run.config_path}); "
                 f"drop {', '.join(given)}"
             )
-        config_path = out / CONFIG_FILENAME
-        if not config_path.is_file():
-            raise click.UsageError(f"nothing to resume: {config_path} does not exist")
-        config = TrainingConfig.from_json(config_path.read_text())
+        config = run.read_config()
     else:
         if options["data"] is None:
             raise click.UsageError("--data is required (unless --resume)")
-        if (out / CONFIG_FILENAME).exists() or (out / "checkpoint").exists():
+        if run.holds_run():
             raise click.UsageError(
                 f"{out} already holds a training run: add --resume to continue it, "
                 "or choose another --out"
@@ -421,17 +470,19 @@ def train(ctx: click.Context, out: Path, resume: bool, quiet: bool, **options: A
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
 
-    with _library_warnings_on_stderr():
-        try:
-            result = run_training(
-                config,
-                out,
-                resume=resume,
-                progress=not quiet,
-                report=lambda message: tqdm.write(message, file=sys.stderr),
-            )
-        except FloatingPointError as exc:  # a diverging run: the message says what to do
-            raise click.ClickException(str(exc)) from exc
+    level = _settings(log_level=log_level).log_level
+    _show_package_logs(level)
+    import_tensorflow(level)
+    try:
+        result = run_training(
+            config,
+            out,
+            resume=resume,
+            progress=not quiet,
+            report=lambda message: tqdm.write(message, file=sys.stderr),
+        )
+    except FloatingPointError as exc:  # a diverging run: the message says what to do
+        raise click.ClickException(str(exc)) from exc
     held_out = "n/a" if result.held_out_loss is None else f"{result.held_out_loss:.4f}"
     click.echo(
         f"trained to step {result.global_step} in {result.wall_s:.0f} s: loss "
@@ -441,23 +492,10 @@ def train(ctx: click.Context, out: Path, resume: bool, quiet: bool, **options: A
     click.echo(f"captioner serve --checkpoint {result.checkpoint.parent}")
 
 
-@contextmanager
-def _library_warnings_on_stderr() -> Iterator[None]:
-    """Show the package's logged warnings (skipped data items) on stderr, one line each."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("captioner")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-
-
 def _init_model(init_from: str | None, init_vocab: Path | None) -> tuple[Path | None, Path | None]:
     """Resolve --init-from (a model name, model directory or checkpoint) and its vocabulary."""
-    from captioner.assets import model_files_in
-    from captioner.config import Settings
+    from captioner.assets import CHECKPOINT_DIRNAME, model_files_in
+    from captioner.checkpoint import resolve_checkpoint_prefix
 
     if init_from is None:
         if init_vocab is not None:
@@ -465,13 +503,15 @@ def _init_model(init_from: str | None, init_vocab: Path | None) -> tuple[Path | 
         return None, None
     path = Path(init_from)
     if init_from in ("im2txt", "demo") and not path.exists():
-        files = Settings(model=init_from, vocab=init_vocab).model_files()
-    elif (path / "checkpoint").is_dir():
+        files = _settings(model=init_from, vocab=init_vocab).model_files()
+    elif (path / CHECKPOINT_DIRNAME).is_dir():
         files = model_files_in(path)
-    elif path.exists():
-        files = Settings(checkpoint=path, vocab=init_vocab).model_files()
     else:
-        raise click.UsageError(f"--init-from: {init_from} does not exist")
+        try:
+            prefix = resolve_checkpoint_prefix(path)
+        except CaptionerError as exc:
+            raise click.ClickException(f"--init-from: {exc}") from exc
+        files = _settings(checkpoint=prefix, vocab=init_vocab).model_files()
     return files.checkpoint, init_vocab or files.vocab
 
 
@@ -502,15 +542,13 @@ def _init_model(init_from: str | None, init_vocab: Path | None) -> tuple[Path | 
 def evaluate(
     data: Path,
     images: Path | None,
-    model: str | None,
-    checkpoint: Path | None,
-    vocab: Path | None,
     beam_size: int,
     max_length: int,
     samples: int,
     on_error: str,
     as_json: bool,
     quiet: bool,
+    **model: Any,
 ) -> None:
     """Score a model on held-out captions: exact-match rate, BLEU-4, sample captions.
 
@@ -520,9 +558,8 @@ def evaluate(
     from captioner.training.dataset import read_dataset
     from captioner.training.evaluate import evaluate as run_evaluation
 
-    with _library_warnings_on_stderr():
-        examples = read_dataset(data, images, on_error)  # type: ignore[arg-type]
-    captioner = _load_captioner(checkpoint=checkpoint, vocab=vocab, model=model)
+    captioner = _load_model(**model)
+    examples = read_dataset(data, images, on_error)  # type: ignore[arg-type]
     result = run_evaluation(
         captioner,
         examples.examples,
@@ -553,4 +590,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_cache_dir
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from captioner.assets import (
@@ -18,8 +18,15 @@ from captioner.assets import (
     ModelFiles,
     model_files_in,
 )
+from captioner.errors import ConfigurationError
 
-__all__ = ["Settings", "default_model_dir"]
+__all__ = [
+    "Settings",
+    "default_model_dir",
+    "load_settings",
+    "setting_default_text",
+    "setting_variables",
+]
 
 
 def default_model_dir() -> Path:
@@ -175,6 +182,20 @@ class Settings(BaseSettings):
         classmethod(lambda cls, value: value.expanduser() if value is not None else None)
     )
 
+    @model_validator(mode="after")
+    def _defaults_within_bounds(self) -> Settings:
+        """A default a request gets must be one a request may ask for."""
+        for default, bound in (
+            ("default_beam_size", "max_beam_size"),
+            ("default_max_length", "max_max_length"),
+        ):
+            if getattr(self, default) > getattr(self, bound):
+                raise ValueError(
+                    f"{default} ({getattr(self, default)}) must not exceed {bound} "
+                    f"({getattr(self, bound)})"
+                )
+        return self
+
     def model_files(self) -> ModelFiles:
         """The checkpoint and vocabulary to load, from ``model``, ``checkpoint`` and ``vocab``.
 
@@ -192,3 +213,51 @@ class Settings(BaseSettings):
         if self.vocab is not None:
             return ModelFiles(checkpoint=files.checkpoint, vocab=self.vocab)
         return files
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings` from the environment and ``overrides`` (``None`` values skipped).
+
+    Raises:
+        ConfigurationError: a value a setting cannot take, in one line naming the setting,
+            its environment variable, the value and the rule it breaks.
+    """
+    try:
+        return Settings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across several settings
+            problems.append(message)
+            continue
+        name = str(error["loc"][0])
+        if name in Settings.model_fields:
+            name = f"{name} ({setting_variables(name)[0]})"
+        problems.append(f"{name} = {error['input']!r}: {message}")
+    return "invalid setting: " + "; ".join(problems)
+
+
+def setting_default_text(name: str) -> str:
+    """A setting's default as the docs and ``--help`` show it (machine paths and digests named)."""
+    field = Settings.model_fields[name]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "default_text" in extra:
+        return str(extra["default_text"])
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def setting_variables(name: str) -> list[str]:
+    """The environment variables a setting is read from: ``CAPTIONER_<NAME>`` or its aliases."""
+    alias = Settings.model_fields[name].validation_alias
+    choices = [c for c in getattr(alias, "choices", []) if isinstance(c, str) and c.isupper()]
+    return choices or [f"CAPTIONER_{name.upper()}"]

@@ -1,7 +1,7 @@
 """The caption decoder: image embedding, one TF BasicLSTMCell step, word softmax.
 
-The maths is SPEC.md's "Decoder". The LSTM state travels as ``concat([c, h])`` (``[N, 2H]``),
-as im2txt fed it between inference steps.
+The maths is docs/faithfulness.md's "The decoder". The LSTM state travels as
+``concat([c, h])`` (``[N, 2H]``), as im2txt fed it between inference steps.
 """
 
 from __future__ import annotations

@@ -16,84 +16,88 @@ never a mix. The next installer removes the leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.client
 import logging
 import os
 import secrets
 import shlex
 import shutil
-import socket
-import sys
 import tarfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal, Protocol
+from typing import IO
 
 from filelock import FileLock, Timeout
-from tqdm import tqdm
 
 from captioner.assets import CHECKPOINT_DIRNAME, VOCAB_FILENAME, ModelFiles, model_files_in
+from captioner.checkpoint import resolve_checkpoint_prefix
 from captioner.config import Settings
-from captioner.errors import AssetError, ChecksumMismatchError, OfflineError, UnsafeArchiveError
+from captioner.errors import (
+    AssetError,
+    CheckpointError,
+    ChecksumMismatchError,
+    DownloadError,
+    OfflineError,
+    UnsafeArchiveError,
+)
+from captioner.transfer import CHUNK_BYTES, ProgressMode, fetch, write_chunks
 
-__all__ = ["ProgressMode", "ensure_model", "install_model"]
+__all__ = ["ensure_model", "install_model"]
 
 logger = logging.getLogger(__name__)
 
-ProgressMode = Literal["auto", "bar", "log", "off"]
-"""``bar``: a tqdm bar; ``log``: a log line every few seconds; ``auto``: bar on a terminal."""
-
 TARBALL_NAME = "assets.tar.gz"
-_CHUNK_BYTES = 256 * 1024
-_LOG_EVERY_S = 5.0
-# Besides 5xx, the statuses that mean "try again later" rather than "not here".
-_RETRYABLE_STATUS = frozenset({408, 425, 429})
-_SCHEMES = ("http", "https", "file")
-
-
-class _TransientError(Exception):
-    """A failure worth retrying from the same source: dropped connection, stall, 5xx."""
 
 
 # --- public entry points -----------------------------------------------------------------
 
 
-def ensure_model(settings: Settings, *, progress: ProgressMode = "auto") -> ModelFiles:
+def ensure_model(
+    settings: Settings, *, download: bool = True, progress: ProgressMode = "auto"
+) -> ModelFiles:
     """Make sure the model the settings name is on disk, downloading it if allowed.
 
-    The server's lifespan calls this once before loading the engine. It blocks for the
-    whole download, so call it from a worker thread (``asyncio.to_thread``).
+    It blocks for the whole download; the server calls it from a worker thread.
 
     Args:
         settings: ``checkpoint``/``vocab`` (files the user already has), ``model``
             (``demo`` is bundled), ``model_dir``, ``offline`` and the download settings.
+        download: fetch a missing pretrained model (unless ``settings.offline``).
         progress: how a download reports progress.
 
     Returns:
-        The checkpoint and vocabulary to load (``settings.model_files()``).
+        The checkpoint and vocabulary to load (``settings.model_files()``), checked present.
 
     Raises:
-        OfflineError: the pretrained model is missing and ``settings.offline`` is set; the
-            message names the command that installs it.
-        AssetError: an explicit checkpoint or vocabulary does not exist, or no source
-            provided a verified model.
+        OfflineError: the pretrained model is missing and ``settings.offline`` is set.
+        AssetError: the pretrained model is missing and ``download`` is False, an explicit
+            checkpoint or vocabulary does not exist, or no source provided a verified model;
+            the message says how to get one.
     """
     if settings.checkpoint is None and settings.model == "im2txt":
         missing = _missing_files(settings.model_dir, settings)
+        if missing and settings.offline:
+            raise OfflineError(_offline_message(settings.model_dir, missing))
+        if missing and not download:
+            raise AssetError(
+                f"no pretrained model in {settings.model_dir} (missing: {', '.join(missing)})."
+                f"\n{_ways_out(settings.model_dir)}"
+            )
         if missing:
-            if settings.offline:
-                raise OfflineError(_offline_message(settings.model_dir, missing))
             install_model(settings, progress=progress)
     files = settings.model_files()
-    if settings.checkpoint is not None or settings.model == "im2txt":
-        _require_present(files)
+    problems = []
+    try:
+        resolve_checkpoint_prefix(files.checkpoint)
+    except CheckpointError as exc:
+        problems.append(f"checkpoint {exc}")
+    if not files.vocab.is_file():
+        problems.append(f"vocabulary {files.vocab} (give it with --vocab)")
+    if problems:
+        raise AssetError("model files not found: " + "; ".join(problems))
     return files
 
 
@@ -137,31 +141,39 @@ def install_model(
     )
     if settings.offline and needs_network and (force or _missing_files(dest, settings)):
         raise OfflineError(_offline_message(dest, _missing_files(dest, settings)))
+    created = _missing_ancestors(dest.parent)
+    downloads = dest.parent / f".{dest.name}.download"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with _install_lock(dest):
-            _remove_leftovers(dest)
-            if not force and not _missing_files(dest, settings):
-                logger.info("%s already holds the model; use --force to replace it", dest)
-                return model_files_in(dest)
-            _check_replaceable(dest)
-            downloads = dest.parent / f".{dest.name}.download"
-            # Not mkdtemp: its 0700 would make the installed model private to the installer
-            # (an image built as root, served as another uid). mkdir honours the umask; the
-            # lock makes the name unique.
-            staging = dest.parent / f".{dest.name}.new-{os.getpid()}"
-            staging.mkdir()
             try:
-                _fill(staging, settings, downloads, from_file, vocab_file, progress)
-                _switch_into_place(staging, dest)
+                _remove_leftovers(dest)
+                if not force and not _missing_files(dest, settings):
+                    logger.info("%s already holds the model; use --force to replace it", dest)
+                    return model_files_in(dest)
+                _check_replaceable(dest)
+                # Not mkdtemp: its 0700 would make the installed model private to the
+                # installer (an image built as root, served as another uid). mkdir honours
+                # the umask; the lock makes the name unique.
+                staging = dest.parent / f".{dest.name}.new-{os.getpid()}"
+                staging.mkdir()
+                try:
+                    _fill(staging, settings, downloads, from_file, vocab_file, progress)
+                    _switch_into_place(staging, dest)
+                finally:
+                    _remove(staging)
+                _remove(downloads)
             finally:
-                _remove(staging)
-            _remove(downloads)
+                _remove_if_nothing_kept(downloads)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise AssetError(
             f"cannot install the model in {dest}: {exc.strerror or exc}{where}"
         ) from exc
+    finally:
+        for directory in created:  # deepest first: the ones this call made, if still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
     logger.info("installed the model in %s", dest)
     return model_files_in(dest)
 
@@ -174,14 +186,33 @@ def _fill(
     vocab_file: Path | None,
     progress: ProgressMode,
 ) -> None:
-    """Put every verified file into ``staging``; the vocabulary first, as it fails fastest."""
+    """Put every verified file into ``staging``, or raise with what every source said.
+
+    Each asset is tried from each of its sources even when another asset already failed, so
+    one error names every problem, and whatever did arrive stays in ``downloads`` for the
+    next run to resume.
+    """
+    failures: list[AssetError] = []
     vocab = None
     if VOCAB_FILENAME not in settings.asset_sha512:
-        vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
-    if from_file is not None:
-        _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
-    else:
-        _download_tarball(settings, downloads, staging, progress)
+        try:
+            vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
+        except AssetError as exc:
+            failures.append(exc)
+            logger.warning("%s", exc)
+    try:
+        if from_file is not None:
+            _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
+        else:
+            _download_tarball(settings, downloads, staging, progress)
+    except DownloadError as exc:
+        failures.extend(exc.failures)
+    except AssetError as exc:
+        failures.append(exc)
+    if len(failures) == 1 and isinstance(failures[0], (ChecksumMismatchError, UnsafeArchiveError)):
+        raise failures[0]  # the one source answered, with the wrong bytes: say exactly that
+    if failures:
+        raise DownloadError(failures, ways_out=_ways_out(settings.model_dir))
     if vocab is not None:
         shutil.copyfile(vocab, staging / VOCAB_FILENAME)
         _fsync(staging / VOCAB_FILENAME)
@@ -196,29 +227,52 @@ def _missing_files(model_dir: Path, settings: Settings) -> list[str]:
     return [name for name in dict.fromkeys(required) if not (model_dir / name).is_file()]
 
 
-def _require_present(files: ModelFiles) -> None:
-    """Fail with the paths, before the engine tries to load files that are not there."""
-    checkpoint = files.checkpoint
-    problems = []
-    if not (checkpoint.exists() or Path(f"{checkpoint}.index").is_file()):
-        problems.append(f"checkpoint {checkpoint} (neither a directory nor a prefix of .index)")
-    if not files.vocab.is_file():
-        problems.append(f"vocabulary {files.vocab}")
-    if problems:
-        raise AssetError("model files not found: " + "; ".join(problems))
-
-
 def _offline_message(dest: Path, missing: list[str]) -> str:
-    """Say what is missing and the exact commands that install it without this process."""
-    where = shlex.quote(str(dest))
+    """Say what is missing and how to get going without this process downloading."""
     detail = f" (missing: {', '.join(missing)})" if missing else ""
     return (
         f"{dest} needs the pretrained model{detail}, but offline mode is on "
-        "(CAPTIONER_OFFLINE), so nothing is downloaded. Install it where downloading is allowed: "
-        f"`captioner download --dest {where}`; or from copies of the files: "
-        f"`captioner download --dest {where} --from-file assets.tar.gz "
-        "--vocab-file word_counts.txt`."
+        f"(CAPTIONER_OFFLINE), so nothing is downloaded.\n{_ways_out(dest)}"
     )
+
+
+def _ways_out(dest: Path) -> str:
+    """The ways to a working model when this process cannot download one, by name."""
+    where = shlex.quote(str(dest))
+    return (
+        "Ways out:\n"
+        "  - the bundled demo model needs no network (it knows coloured shapes only): "
+        "`captioner serve --model demo`\n"
+        "  - download where the network allows: "
+        f"`captioner download --dest {where}`\n"
+        "  - install copies of the files you already have: "
+        f"`captioner download --dest {where} --from-file assets.tar.gz "
+        "--vocab-file word_counts.txt`\n"
+        "  - use a mirror (digests are still checked): "
+        "CAPTIONER_DOWNLOAD_URLS=https://mirror.example/assets.tar.gz "
+        "CAPTIONER_VOCAB_URL=https://mirror.example/word_counts.txt\n"
+        "  - use a checkpoint you have: --checkpoint DIR_OR_PREFIX --vocab word_counts.txt"
+    )
+
+
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """``directory`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _remove_if_nothing_kept(downloads: Path) -> None:
+    """Delete the download directory unless it holds bytes worth resuming from."""
+    if not downloads.is_dir():
+        return
+    for part in downloads.iterdir():
+        if part.is_file() and part.stat().st_size == 0:
+            part.unlink()
+    with contextlib.suppress(OSError):
+        downloads.rmdir()  # fails, and keeps it, when a partial download is inside
 
 
 def _check_replaceable(dest: Path) -> None:
@@ -250,7 +304,10 @@ def _install_lock(dest: Path) -> Iterator[None]:
     """Hold ``.<name>.lock`` beside ``dest``, so two processes never install at once.
 
     The lock is an OS lock on the file (released when the process dies), so a crashed
-    installer never blocks the next one; a waiting process logs why it waits.
+    installer never blocks the next one; a waiting process logs why it waits. The file is
+    deleted before the lock is released, so nothing stays behind: a process that was
+    waiting on the deleted file notices (filelock checks the link count after locking) and
+    locks the path afresh.
     """
     lock_path = dest.parent / f".{dest.name}.lock"
     lock = FileLock(str(lock_path))
@@ -262,6 +319,8 @@ def _install_lock(dest: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
         lock.release()
 
 
@@ -314,6 +373,19 @@ def _fsync(path: Path) -> None:
 # --- sources -----------------------------------------------------------------------------
 
 
+def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: ProgressMode) -> None:
+    """:func:`captioner.transfer.fetch` with the settings' timeout and retry policy."""
+    fetch(
+        url,
+        part,
+        name=name,
+        timeout_s=settings.download_timeout_s,
+        retries=settings.download_retries,
+        backoff_s=settings.download_backoff_s,
+        progress=progress,
+    )
+
+
 def _obtain_vocab(
     settings: Settings, vocab_file: Path | None, downloads: Path, progress: ProgressMode
 ) -> Path:
@@ -334,17 +406,21 @@ def _obtain_vocab(
 def _download_tarball(
     settings: Settings, downloads: Path, staging: Path, progress: ProgressMode
 ) -> None:
-    """Fill ``staging`` from the first source whose tarball passes every check."""
+    """Fill ``staging`` from the first source whose tarball passes every check.
+
+    Raises:
+        DownloadError: every source failed; each one's failure is in ``failures``.
+    """
     if not settings.download_urls:
         raise AssetError("no tarball sources: set CAPTIONER_DOWNLOAD_URLS or pass --url")
-    failures: list[tuple[str, AssetError]] = []
+    failures: list[AssetError] = []
     for position, url in enumerate(settings.download_urls, start=1):
         next_hint = "; trying the next source" if position < len(settings.download_urls) else ""
         part = _partial_path(downloads, url)
         try:
             _fetch(url, part, name=TARBALL_NAME, settings=settings, progress=progress)
         except AssetError as exc:
-            failures.append((str(exc), exc))
+            failures.append(exc)
             logger.warning("%s%s", exc, next_hint)
             continue
         try:
@@ -354,12 +430,10 @@ def _download_tarball(
             part.unlink()  # wrong bytes: a later resume must not build on them
             _remove(staging)
             staging.mkdir()
-            failures.append((f"{url}: {exc}", exc))
+            failures.append(exc)
+            exc.source = url
             logger.warning("%s: rejected: %s%s", url, exc, next_hint)
-    if len(failures) == 1:
-        raise failures[0][1]
-    lines = "\n".join(f"  {line}" for line, _ in failures)
-    raise AssetError(f"no source provided a valid {TARBALL_NAME}:\n{lines}") from failures[-1][1]
+    raise DownloadError(failures, ways_out="")
 
 
 def _partial_path(downloads: Path, url: str) -> Path:
@@ -370,156 +444,14 @@ def _partial_path(downloads: Path, url: str) -> Path:
 # --- fetching ----------------------------------------------------------------------------
 
 
-def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: ProgressMode) -> None:
-    """Download ``url`` into ``part``, resuming what is there; retry transient failures.
-
-    Raises:
-        AssetError: a permanent failure (4xx, bad URL), or retries exhausted; the message
-            starts with the URL.
-        OSError: ``part`` cannot be written (the partial file is removed).
-    """
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in _SCHEMES:
-        raise AssetError(f"{url}: unsupported URL scheme {scheme!r} (use {', '.join(_SCHEMES)})")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    attempts = settings.download_retries + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            _fetch_once(
-                url, part, name=name, timeout_s=settings.download_timeout_s, progress=progress
-            )
-            return
-        except _TransientError as exc:
-            if attempt == attempts:
-                raise AssetError(f"{url}: {exc} (gave up after {attempts} attempts)") from exc
-            delay_s = settings.download_backoff_s * 2 ** (attempt - 1)
-            logger.warning(
-                "%s: %s; retry %d of %d in %.1f s", url, exc, attempt, attempts - 1, delay_s
-            )
-            time.sleep(delay_s)
-
-
-def _fetch_once(
-    url: str, part: Path, *, name: str, timeout_s: float, progress: ProgressMode
-) -> None:
-    """One HTTP request: ask for the bytes after those already in ``part`` and append them."""
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416 and offset:
-            if _content_range(exc.headers.get("Content-Range"))[1] == offset:
-                return  # the partial file is already whole (the last run stopped after it)
-            part.unlink()
-            raise _TransientError("the server cannot resume this file; starting over") from exc
-        reason = f"HTTP {exc.code} {exc.reason}"
-        if exc.code >= 500 or exc.code in _RETRYABLE_STATUS:
-            raise _TransientError(reason) from exc
-        raise AssetError(f"{url}: {reason}") from exc
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, (TimeoutError, ConnectionError, socket.gaierror)):
-            raise _TransientError(_describe(exc.reason, timeout_s)) from exc
-        raise AssetError(f"{url}: {exc.reason}") from exc
-    except (OSError, http.client.HTTPException) as exc:  # while reading the status line
-        raise _TransientError(_describe(exc, timeout_s)) from exc
-    with response:
-        _receive(response, part, offset, name=name, timeout_s=timeout_s, progress=progress)
-
-
-def _receive(
-    response: http.client.HTTPResponse,
-    part: Path,
-    offset: int,
-    *,
-    name: str,
-    timeout_s: float,
-    progress: ProgressMode,
-) -> None:
-    """Write the body to ``part``: appended after a matching 206, from scratch otherwise."""
-    status = getattr(response, "status", None) or 200  # file:// responses have no status
-    if offset and not (
-        status == 206 and _content_range(response.headers.get("Content-Range"))[0] == offset
-    ):
-        logger.info("%s: the server did not resume at byte %d; starting over", name, offset)
-        offset = 0
-    length_header = response.headers.get("Content-Length")
-    length = int(length_header) if length_header and length_header.isdigit() else None
-    total = None if length is None else offset + length
-    received = 0
-    bar = _open_progress(progress, name, total, offset)
-
-    def count(chunk: bytes) -> None:
-        nonlocal received
-        received += len(chunk)
-        bar.update(len(chunk))
-
-    try:
-        chunks = _response_chunks(response, timeout_s)
-        _write_chunks(chunks, part, mode="ab" if offset else "wb", on_chunk=count)
-    except OSError:
-        part.unlink(missing_ok=True)  # a full disk: give the space back
-        raise
-    finally:
-        bar.close()
-    if length is not None and received < length:
-        raise _TransientError(f"connection closed after {offset + received} of {total} bytes")
-
-
-def _response_chunks(response: http.client.HTTPResponse, timeout_s: float) -> Iterator[bytes]:
-    """The body in chunks; network failures become ``_TransientError``, never ``OSError``."""
-    while True:
-        try:
-            chunk = response.read(_CHUNK_BYTES)
-        except (OSError, http.client.HTTPException) as exc:
-            raise _TransientError(_describe(exc, timeout_s)) from exc
-        if not chunk:
-            return
-        yield chunk
-
-
-def _describe(exc: BaseException, timeout_s: float) -> str:
-    """Name a network failure the way a user would: a stall or a lost connection."""
-    if isinstance(exc, TimeoutError):
-        return f"stalled: no data for {timeout_s:g} s"
-    return f"connection lost: {exc or type(exc).__name__}"
-
-
-def _content_range(header: str | None) -> tuple[int | None, int | None]:
-    """``bytes 100-199/200`` -> (100, 200); ``bytes */200`` -> (None, 200)."""
-    if not header or not header.startswith("bytes "):
-        return None, None
-    span, _, total = header[len("bytes ") :].partition("/")
-    start = span.partition("-")[0]
-    return (
-        int(start) if start.isdigit() else None,
-        int(total) if total.isdigit() else None,
-    )
-
-
 # --- verifying and unpacking -------------------------------------------------------------
-
-
-def _write_chunks(
-    chunks: Iterator[bytes], target: Path, *, mode: str = "wb", on_chunk: Callable[[bytes], None]
-) -> None:
-    """Write and fsync ``target``; any ``OSError`` escaping is the local disk's."""
-    with target.open(mode) as out:
-        for chunk in chunks:
-            out.write(chunk)
-            on_chunk(chunk)
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def _verify(path: Path, name: str, algorithm: str, expected: str) -> None:
     """Raise ChecksumMismatchError unless ``path`` has the pinned digest."""
     digest = hashlib.new(algorithm)
     with path.open("rb") as source:
-        while chunk := source.read(_CHUNK_BYTES):
+        while chunk := source.read(CHUNK_BYTES):
             digest.update(chunk)
     if digest.hexdigest() != expected.lower():
         raise ChecksumMismatchError(
@@ -553,7 +485,7 @@ def _extract_verified(
                 target = into / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 digest = hashlib.sha512()
-                _write_chunks(_member_chunks(archive, member), target, on_chunk=digest.update)
+                write_chunks(_member_chunks(archive, member), target, on_chunk=digest.update)
                 if digest.hexdigest() != expected[name].lower():
                     raise ChecksumMismatchError(
                         name, algorithm="sha512", expected=expected[name], actual=digest.hexdigest()
@@ -587,85 +519,9 @@ def _member_chunks(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Iterato
         return
     while True:
         try:
-            chunk = source.read(_CHUNK_BYTES)
+            chunk = source.read(CHUNK_BYTES)
         except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
             raise AssetError(f"{member.name}: the archive is truncated or corrupt ({exc})") from exc
         if not chunk:
             return
         yield chunk
-
-
-# --- progress ----------------------------------------------------------------------------
-
-
-class _Progress(Protocol):
-    def update(self, n: int) -> object: ...
-
-    def close(self) -> None: ...
-
-
-def _open_progress(mode: ProgressMode, name: str, total: int | None, initial: int) -> _Progress:
-    """A bar on a terminal, log lines in logs and pipes (a redrawn bar there is noise)."""
-    if mode == "auto":
-        mode = "bar" if sys.stderr.isatty() else "log"
-    if mode == "bar":
-        return tqdm(
-            total=total,
-            initial=initial,
-            desc=name,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-    if mode == "log":
-        return _LogProgress(name, total, initial)
-    return _NoProgress()
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _LogProgress:
-    """Progress as one log line at the start, one every few seconds and one at the end."""
-
-    def __init__(self, name: str, total: int | None, initial: int) -> None:
-        self._name = name
-        self._total = total
-        self._done = self._initial = initial
-        self._started_s = self._logged_s = time.monotonic()
-        size = _size(total) if total is not None else "an unknown size"
-        resume = f", resuming after {_size(initial)}" if initial else ""
-        logger.info("%s: downloading %s%s", name, size, resume)
-
-    def update(self, n: int) -> None:
-        self._done += n
-        now_s = time.monotonic()
-        if now_s - self._logged_s >= _LOG_EVERY_S:
-            self._logged_s = now_s
-            logger.info("%s: %s", self._name, self._status(now_s))
-
-    def close(self) -> None:
-        logger.info("%s: %s", self._name, self._status(time.monotonic()))
-
-    def _status(self, now_s: float) -> str:
-        rate = (self._done - self._initial) / max(now_s - self._started_s, 1e-6)
-        if self._total:
-            percent = 100 * self._done / self._total
-            return f"{_size(self._done)} of {_size(self._total)} ({percent:.0f}%), {_size(rate)}/s"
-        return f"{_size(self._done)}, {_size(rate)}/s"
-
-
-def _size(n_bytes: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB"):
-        if n_bytes < 1024:
-            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{n_bytes:.0f} B"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} GiB"

@@ -8,8 +8,9 @@ supplies the operations decides what the wiring computes:
 - :func:`inception_v3_layout` traces tensor shapes only, to write or check checkpoints;
 - the training code and the tests' NumPy reference bring their own.
 
-Only slim's Inception V3 *base* is used (SPEC.md, "Inception V3 encoder"): the 8x8 average
-pool over ``Mixed_7c`` gives the image feature; Inception's own logits are never built.
+Only slim's Inception V3 *base* is used (docs/faithfulness.md, "The Inception V3 encoder"):
+the 8x8 average pool over ``Mixed_7c`` gives the image feature; Inception's own logits are
+never built.
 """
 
 from __future__ import annotations

@@ -7,22 +7,27 @@ results are identical whether an image is captioned alone or inside a batch.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from captioner.assets import DEMO_MODEL_DIR
 from captioner.beam_search import beam_search
 from captioner.checkpoint import Im2txtWeights, load_checkpoint
 from captioner.decoder import Decoder
 from captioner.encoder import FoldedConvOps, inception_v3
 from captioner.errors import InvalidRequestError, VocabularyError
 from captioner.preprocessing import IMAGE_SIZE, preprocess_image
+from captioner.tf_runtime import configure_threads, import_tensorflow
 from captioner.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from captioner.config import Settings
+    from captioner.transfer import ProgressMode
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "Caption", "Captioner", "ModelInfo"]
 
@@ -62,6 +67,7 @@ class ModelInfo:
     lstm_units: int
     image_feature_size: int
     global_step: int
+    is_bundled_demo: bool = False  # the demo model inside the package (coloured shapes only)
 
 
 class Captioner:
@@ -104,6 +110,41 @@ class Captioner:
             lstm_units=weights.lstm_units,
             image_feature_size=weights.feature_size,
             global_step=weights.global_step,
+            is_bundled_demo=Path(checkpoint).resolve().is_relative_to(DEMO_MODEL_DIR),
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, download: bool = True, progress: ProgressMode = "auto"
+    ) -> Captioner:
+        """Load the model ``settings`` names: the one way every command and the server do it.
+
+        TensorFlow is imported quietly (unless ``settings.log_level`` is ``debug``) and its
+        thread pools sized first; the pretrained model is downloaded if it is missing,
+        unless ``settings.offline`` is set or ``download`` is False.
+
+        Args:
+            settings: ``model``, ``model_dir``, ``checkpoint``, ``vocab``, ``offline``, the
+                download settings, ``max_image_pixels``, thread and log settings.
+            download: fetch a missing pretrained model.
+            progress: how a download reports progress.
+
+        Raises:
+            AssetError: no model, and none could be downloaded; the message lists the ways out.
+            CheckpointError, VocabularyError: naming the file and the problem.
+        """
+        from captioner.download import ensure_model
+
+        import_tensorflow(settings.log_level)
+        files = ensure_model(settings, download=download, progress=progress)
+        name = "demo" if settings.model == "demo" and settings.checkpoint is None else None
+        return cls.load(
+            files.checkpoint,
+            files.vocab,
+            name=name,
+            max_image_pixels=settings.max_image_pixels,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
         )
 
     @classmethod
@@ -117,23 +158,22 @@ class Captioner:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
     ) -> Captioner:
-        """Load a checkpoint (prefix or directory) and its ``word_counts.txt``.
+        """Load a checkpoint and its ``word_counts.txt``.
 
         Args:
-            checkpoint: checkpoint prefix, or a directory with a ``checkpoint`` state file.
+            checkpoint: a checkpoint directory, prefix, or one of the prefix's files.
             vocab: the vocabulary file.
             name: a display name; default "im2txt" for the pretrained checkpoint, else the
                 model directory's name.
             max_image_pixels: images declaring more pixels are refused before decoding.
             intra_op_threads, inter_op_threads: TensorFlow's thread pools (default: TF's
-                choice, or ``TF_NUM_INTRAOP_THREADS``); set them to the container's CPU limit
-                so TF does not oversubscribe a throttled pod. They apply process-wide and
-                only before TensorFlow first runs an op.
+                choice, or ``TF_NUM_INTRAOP_THREADS``); see
+                :func:`captioner.tf_runtime.configure_threads`.
 
         Raises:
             CheckpointError, VocabularyError: naming the file and the problem.
         """
-        _configure_threads(intra_op_threads, inter_op_threads)
+        configure_threads(intra_op_threads, inter_op_threads)
         weights = load_checkpoint(checkpoint)
         vocabulary = Vocabulary.from_file(vocab)
         if not name:
@@ -264,19 +304,6 @@ class Captioner:
                 ranked.append(Caption(text=text, logprob=float(logprob)))
             captions.append(ranked)
         return captions
-
-
-def _configure_threads(intra_op: int | None, inter_op: int | None) -> None:
-    """Size TensorFlow's thread pools; too late once TF ran an op, which is then logged."""
-    import tensorflow as tf
-
-    try:
-        if intra_op is not None:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-        if inter_op is not None:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    except RuntimeError as exc:
-        logging.getLogger(__name__).warning("TensorFlow thread settings not applied: %s", exc)
 
 
 def _is_pretrained(weights: Im2txtWeights) -> bool:

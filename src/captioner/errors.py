@@ -13,8 +13,11 @@
     ├── AssetError              downloading or installing the pretrained assets
     │   ├── ChecksumMismatchError   a file's digest is not the pinned one
     │   ├── UnsafeArchiveError      a tarball member would escape or is a link/device
+    │   ├── DownloadError           no source provided an asset (each source's failure)
     │   └── OfflineError            the assets are missing and the network is off
-    └── DatasetError            a training or evaluation data file is unusable
+    ├── DatasetError            a training or evaluation data file is unusable
+    ├── ConfigurationError      a setting has a value it cannot take
+    └── StartupError            the server cannot start listening (port taken, ...)
 
 Errors carry data (paths, expected and actual values), never HTTP status codes:
 ``captioner.api.errors`` maps them to responses, ``captioner.cli`` to exit codes.
@@ -30,13 +33,16 @@ __all__ = [
     "CaptionerError",
     "CheckpointError",
     "ChecksumMismatchError",
+    "ConfigurationError",
     "DatasetError",
     "DeadlineExceededError",
+    "DownloadError",
     "InvalidImageError",
     "InvalidRequestError",
     "ModelNotReadyError",
     "OfflineError",
     "OverloadedError",
+    "StartupError",
     "UnsafeArchiveError",
     "VocabularyError",
 ]
@@ -98,7 +104,18 @@ class VocabularyError(CaptionerError):
 
 
 class AssetError(CaptionerError):
-    """Raised when the pretrained assets cannot be fetched, verified or installed."""
+    """Raised when the pretrained assets cannot be fetched, verified or installed.
+
+    ``source`` is the URL or file the failure came from, when the message does not say.
+    """
+
+    source: str | None = None
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if self.source and not message.startswith(self.source):
+            return f"{self.source}: {message}"
+        return message
 
 
 class ChecksumMismatchError(AssetError):
@@ -116,6 +133,21 @@ class UnsafeArchiveError(AssetError):
     """Raised when a tarball member is absolute, climbs out with ``..``, or is a link/device."""
 
 
+class DownloadError(AssetError):
+    """Raised when the sources could not provide every asset.
+
+    ``failures`` holds each source's own error (its message starts with the URL);
+    ``ways_out`` says how to get going without this download.
+    """
+
+    def __init__(self, failures: list[AssetError], *, ways_out: str) -> None:
+        lines = "\n".join(f"  {failure}" for failure in failures)
+        message = f"could not get the pretrained model; every source was tried:\n{lines}"
+        super().__init__(f"{message}\n{ways_out}" if ways_out else message)
+        self.failures = failures
+        self.ways_out = ways_out
+
+
 class OfflineError(AssetError):
     """Raised when the model is missing and downloading is disabled (offline mode)."""
 
@@ -130,3 +162,11 @@ class DatasetError(CaptionerError):
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+class ConfigurationError(CaptionerError):
+    """Raised when a setting (an option or a ``CAPTIONER_*`` variable) has an unusable value."""
+
+
+class StartupError(CaptionerError):
+    """Raised when the server cannot start listening: the port is taken, the host is unknown."""

@@ -1,9 +1,9 @@
 """Image bytes -> float32 ``[299, 299, 3]`` in [-1, 1], exactly as im2txt prepared images.
 
-The order is SPEC.md's, "Preprocessing": decode to uint8 RGB, scale by the float32 constant
-1/255, TF1 bilinear resize to 346x346 (``half_pixel_centers=False``: the weights were
-trained with that sampling, and TF2's default moves the log-probabilities), central crop
-299x299, then ``(x - 0.5) * 2``.
+The order is the original's (docs/faithfulness.md, "Preprocessing"): decode to uint8 RGB,
+scale by the float32 constant 1/255, TF1 bilinear resize to 346x346
+(``half_pixel_centers=False``: the weights were trained with that sampling, and TF2's
+default moves the log-probabilities), central crop 299x299, then ``(x - 0.5) * 2``.
 
 Beyond the original: the format is judged by the bytes (never a name or declared type);
 GIF (first frame), BMP, WebP and TIFF are accepted; EXIF orientation is applied (phones

@@ -108,3 +108,17 @@ async def test_real_engine_over_http(tmp_path: Path, tiny_model: ModelFiles) -> 
         assert metadata["id"] == f"captioner-{tiny_model.checkpoint.parent.name}"
         assert "Not the pretrained MAX model" in metadata["description"]
         assert "24-unit LSTM" in metadata["description"]
+
+
+async def test_the_demo_model_says_what_it_is(tmp_path: Path) -> None:
+    from captioner.assets import DEMO_MODEL_DIR
+    from captioner.vocabulary import Vocabulary
+
+    async with serving(create_app(make_settings(tmp_path, model="demo"))) as client:
+        metadata = (await client.get("/model/metadata")).json()
+    words = len(Vocabulary.from_file(DEMO_MODEL_DIR / "word_counts.txt"))
+    assert metadata["id"] == "captioner-demo"
+    assert metadata["license"] == "Apache-2.0"
+    assert "knows only coloured shapes" in metadata["description"]
+    assert f"{words}-word vocabulary with <UNK>" in metadata["description"]
+    assert "Not the pretrained MAX model" in metadata["description"]

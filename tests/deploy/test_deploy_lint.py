@@ -15,8 +15,8 @@ import pytest
 from deployfiles import COMPOSE_FILE, DOCKERFILE, K8S_DIR, REPO, manifest_files, tool
 from packaging.version import Version
 
-# The oldest Kubernetes the manifests are written for (docs/deployment.md, "Kubernetes"). 1.28 has every
-# field they use: the PDB's unhealthyPodEvictionPolicy (beta and on since 1.27), HPA
+# The oldest Kubernetes the manifests are written for (docs/deployment.md, "Kubernetes").
+# 1.28 has every field they use: the PDB's unhealthyPodEvictionPolicy (beta and on since 1.27), HPA
 # autoscaling/v2, startup probes. preStop uses `exec: sleep`, as the `sleep` action needs 1.29.
 MIN_KUBERNETES = "1.28"
 

@@ -113,6 +113,7 @@ def test_no_model_says_how_to_get_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, images: list[Path]
 ) -> None:
     monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("CAPTIONER_OFFLINE", "1")
     code, _, err = _run("caption", str(images[0]))
     assert code == 1
     assert "captioner download" in err and "--checkpoint" in err
@@ -145,3 +146,45 @@ def test_png_bytes_in_memory_roundtrip(tiny_model: ModelFiles) -> None:
     engine = Captioner.load(tiny_model.checkpoint, tiny_model.vocab)
     (captions,) = engine.caption([buffer.getvalue()])
     assert 1 <= len(captions) <= 3
+
+
+def test_a_missing_model_is_downloaded_first_as_the_server_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, images: list[Path]
+) -> None:
+    import hashlib
+
+    from checkpoints import write_random_checkpoint
+    from http_fixtures import AssetServer, Route, tar_gz
+
+    release = write_random_checkpoint(tmp_path / "release", prefix_name="model2.ckpt-2000000")
+    members = {
+        f"checkpoint/{path.name}": path.read_bytes()
+        for path in release.checkpoint.iterdir()
+        if path.is_file()
+    }
+    vocab = release.vocab.read_bytes()
+    server = AssetServer()
+    server.routes["/assets.tar.gz"] = Route(tar_gz(members))
+    server.routes["/word_counts.txt"] = Route(vocab)
+    try:
+        model_dir = tmp_path / "cache" / "im2txt"
+        digests = {name: hashlib.sha512(data).hexdigest() for name, data in members.items()}
+        for key, value in {
+            "MODEL_DIR": str(model_dir),
+            "DOWNLOAD_URLS": server.url("/assets.tar.gz"),
+            "VOCAB_URL": server.url("/word_counts.txt"),
+            "ASSET_SHA512": json.dumps(digests),
+            "VOCAB_SHA256": hashlib.sha256(vocab).hexdigest(),
+        }.items():
+            monkeypatch.setenv(f"CAPTIONER_{key}", value)
+        code, out, err = _run("caption", "--json", str(images[0]))
+    finally:
+        server.stop()
+    assert code == 0, err
+    assert json.loads(out)["predictions"]
+    assert server.paths_requested() == ["/word_counts.txt", "/assets.tar.gz"]
+    assert sorted(p.name for p in (model_dir / "checkpoint").iterdir()) == sorted(
+        name.split("/")[1] for name in members
+    )
+    expected = Captioner.load(release.checkpoint, release.vocab).caption([images[0].read_bytes()])
+    assert json.loads(out)["predictions"][0]["caption"] == expected[0][0].text

@@ -153,7 +153,9 @@ def test_cli_evaluate_text_and_missing_model(shapes_data: Path, tmp_path: Path) 
     missing = runner.invoke(
         cli,
         ["evaluate", "--data", str(shapes_data)],
-        env={"CAPTIONER_MODEL_DIR": str(tmp_path / "nothing")},
+        env={"CAPTIONER_MODEL_DIR": str(tmp_path / "nothing"), "CAPTIONER_OFFLINE": "1"},
     )
     assert missing.exit_code == 1
-    assert "no model found" in missing.output and "Traceback" not in missing.output
+    assert "needs the pretrained model" in missing.output
+    assert "captioner serve --model demo" in missing.output
+    assert "Traceback" not in missing.output

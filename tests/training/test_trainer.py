@@ -28,7 +28,8 @@ from captioner.training.config import TrainingConfig
 from captioner.training.dataset import read_jsonl
 from captioner.training.inputs import ImageStore, encode_captions
 from captioner.training.model import ModelSize, ShowAndTell
-from captioner.training.trainer import CONFIG_FILENAME, STATE_FILENAME, TrainingResult, train
+from captioner.training.run_dir import CONFIG_FILENAME, STATE_FILENAME
+from captioner.training.trainer import TrainingResult, train
 from captioner.vocabulary import Vocabulary
 
 pytestmark = pytest.mark.slow

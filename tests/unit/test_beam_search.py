@@ -1,7 +1,8 @@
 """The in-graph beam search against the oracle of im2txt's own caption_generator_test.
 
 A fake model (vocabulary of 12, start 0, end 1) whose next-word probabilities depend only on
-the previous word; expected sentences and probabilities are SPEC.md's.
+the previous word; expected sentences and probabilities are those of im2txt's own
+caption-generator test.
 """
 
 from __future__ import annotations

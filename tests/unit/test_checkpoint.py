@@ -63,11 +63,32 @@ def test_every_lstm_naming_generation_loads(tmp_path: Path, naming: int) -> None
     assert (weights.embedding_size, weights.lstm_units, weights.vocab_rows) == (16, 8, 40)
 
 
-def test_prefix_and_directory_both_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "form",
+    [
+        "",
+        "checkpoint",
+        "model.ckpt-77",
+        "model.ckpt-77.index",
+        "model.ckpt-77.data-00000-of-00001",
+        "model.ckpt-77.meta",
+    ],
+)
+def test_every_way_of_naming_a_checkpoint_resolves_to_its_prefix(tmp_path: Path, form: str) -> None:
     files = write_random_checkpoint(tmp_path, prefix_name="model.ckpt-77", **SMALL)
-    assert resolve_checkpoint_prefix(files.checkpoint) == files.checkpoint / "model.ckpt-77"
-    by_prefix = load_checkpoint(files.checkpoint / "model.ckpt-77")
-    assert by_prefix.global_step == load_checkpoint(files.checkpoint).global_step
+    (files.checkpoint / "model.ckpt-77.meta").write_bytes(b"a TF1 graph, never read")
+    prefix = files.checkpoint / "model.ckpt-77"
+    assert resolve_checkpoint_prefix(files.checkpoint / form) == prefix
+    loaded = load_checkpoint(files.checkpoint / form)
+    assert loaded.global_step == load_checkpoint(prefix).global_step
+
+
+def test_a_file_of_no_prefix_is_refused_with_the_accepted_forms(tmp_path: Path) -> None:
+    files = write_random_checkpoint(tmp_path, **SMALL)
+    stray = files.checkpoint / "notes.txt"
+    stray.write_text("hello")
+    with pytest.raises(CheckpointError, match=r"notes\.txt: not a checkpoint file; give a dir"):
+        resolve_checkpoint_prefix(stray)
 
 
 def test_state_file_with_foreign_absolute_path_is_resolved_locally(tmp_path: Path) -> None:
@@ -141,7 +162,7 @@ def test_missing_files(tmp_path: Path, remove: str) -> None:
 
 
 def test_not_a_checkpoint_at_all(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="index file not found"):
+    with pytest.raises(CheckpointError, match="nothing-here: no such checkpoint; give a dir"):
         load_checkpoint(tmp_path / "nothing-here")
     garbage = tmp_path / "junk.ckpt"
     (tmp_path / "junk.ckpt.index").write_bytes(b"not a table")

@@ -50,7 +50,7 @@ def test_tf1_sampling_hand_computed() -> None:
         ]
     )
     np.testing.assert_array_equal(out, expected)
-    # TF2's default (half-pixel centres) gives different values: the trap SPEC.md names.
+    # TF2's default (half-pixel centres) gives other values: the trap docs/faithfulness.md names.
     tf2 = tf.image.resize(image, (4, 4), method="bilinear").numpy()[0, :, :, 0]
     assert not np.allclose(tf2, expected)
 

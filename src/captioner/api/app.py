@@ -17,9 +17,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from captioner.api.errors import install_error_handlers
 from captioner.api.metrics import Metrics
 from captioner.api.middleware import AccessLogMiddleware, UploadLimitMiddleware
-from captioner.api.routes import docs, health, metrics, model
+from captioner.api.routes import docs, health, limits, metrics, model, web
 from captioner.api.service import ModelService, ServingEngine
-from captioner.config import Settings
+from captioner.config import Settings, load_settings
 
 __all__ = ["create_app"]
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     Returns:
         The ASGI app; its ``state`` holds ``settings``, ``service`` and ``metrics``.
     """
-    settings = settings if settings is not None else Settings()
+    settings = settings if settings is not None else load_settings()
     app_metrics = Metrics()
     service = ModelService(
         settings,
@@ -66,13 +66,22 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
         version=version("captioner"),
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # ours (routes/docs.py) is served offline; FastAPI's loads from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = app_metrics
     install_error_handlers(app)
     _document_400_not_422(app)
-    for router in (model.router, health.router, metrics.router, docs.router):
+    for router in (
+        model.router,
+        health.router,
+        limits.router,
+        metrics.router,
+        docs.router,
+        web.router,
+    ):
         app.include_router(router)
 
     # Added innermost first: the access log sees every answer, CORS headers reach the 413s.

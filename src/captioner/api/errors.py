@@ -140,7 +140,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         message, reason = NOT_FOUND, "not_found"
     else:
         message, reason = str(exc.detail), f"http_{exc.status_code}"
-    return _answer(request, exc.status_code, reason, error_body(message), exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return _answer(request, exc.status_code, reason, error_body(message), headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,7 @@ __all__ = [
     "ModelMetadata",
     "PredictResponse",
     "Prediction",
+    "ServerLimits",
 ]
 
 
@@ -70,6 +71,31 @@ class ModelMetadata(BaseModel):
     type: str
     source: str
     license: str
+
+
+class ServerLimits(BaseModel):
+    """What a client may send, so it can check before uploading (``GET /limits``).
+
+    Each field is the server setting of the same name.
+    """
+
+    max_upload_bytes: int = Field(
+        description="Largest request body in bytes, multipart framing included; larger: 413."
+    )
+    max_image_pixels: int = Field(description="Largest decoded image, width x height; larger: 413.")
+    max_files_per_batch_request: int = Field(
+        description="Most images in one POST /model/predict/batch."
+    )
+    default_beam_size: int = Field(description="beam_size when a request gives none.")
+    max_beam_size: int = Field(description="Largest beam_size accepted.")
+    default_max_length: int = Field(description="max_length when a request gives none.")
+    max_max_length: int = Field(description="Largest max_length accepted.")
+    max_batch_size: int = Field(
+        description=(
+            "Most images in one engine call: this many requests in flight at once keep "
+            "the server's batches full without queueing more."
+        )
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -9,7 +9,9 @@ usual. A second signal shuts down at once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from types import FrameType
 
 import uvicorn
@@ -18,8 +20,9 @@ from captioner.api.app import create_app
 from captioner.api.logs import configure_logging
 from captioner.api.service import ModelService, ModelState
 from captioner.config import Settings
+from captioner.errors import StartupError
 
-__all__ = ["serve"]
+__all__ = ["open_listener", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +54,47 @@ class _DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(settings: Settings) -> None:
-    """Serve the caption API on ``settings.host:settings.port`` until signalled.
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` now, so a taken port is reported before any model work.
+
+    Connections that arrive before the server runs wait in the listen backlog.
 
     Raises:
-        CaptionerError: The model could not be loaded (after the server has stopped).
+        StartupError: the port is taken, the address is not this machine's, or the host
+            name does not resolve.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        message = f"cannot listen on {host}:{port}: unknown host ({exc.strerror})"
+        raise StartupError(message) from exc
+    family, kind, proto, _, address = infos[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = "; another process uses it: choose another port with --port (CAPTIONER_PORT)"
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from exc
+    return listener
+
+
+def serve(settings: Settings, listener: socket.socket | None = None) -> None:
+    """Serve the caption API on ``listener`` (default: ``settings.host:settings.port``).
+
+    Runs until signalled.
+
+    Raises:
+        StartupError: the port cannot be listened on, or the model could not be loaded (after
+            the server has stopped; the reason is logged).
     """
     configure_logging(settings.log_level)
+    if listener is None:
+        listener = open_listener(settings.host, settings.port)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -69,6 +106,16 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
     )
     service: ModelService = app.state.service
-    _DrainingServer(config, service).run()
+    host, port = listener.getsockname()[:2]
+    logger.info(
+        "listening on http://%s:%d (the web page at /, the API documentation at /docs); "
+        "the model loads in the background, /v2/health/ready says when it is ready",
+        f"[{host}]" if ":" in host else host,
+        port,
+    )
+    _DrainingServer(config, service).run(sockets=[listener])
     if service.load_error is not None:
-        raise service.load_error
+        # The service has logged the whole reason (with the ways out) once already.
+        raise StartupError("the model could not be loaded (the reason is above)") from (
+            service.load_error
+        )

@@ -228,16 +228,6 @@ def _load_engine(settings: Settings) -> ServingEngine:
 
     TensorFlow is imported here, not at module import, so the API imports in milliseconds.
     """
-    from captioner.download import ensure_model
     from captioner.engine import Captioner
 
-    files = ensure_model(settings, progress="log")
-    name = "demo" if settings.model == "demo" and settings.checkpoint is None else None
-    return Captioner.load(
-        files.checkpoint,
-        files.vocab,
-        name=name,
-        max_image_pixels=settings.max_image_pixels,
-        intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-    )
+    return Captioner.from_settings(settings, download=True, progress="log")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics.bleu import BLEU
 from tqdm import tqdm
 
 from captioner.engine import Captioner
@@ -155,6 +155,10 @@ def _corpus_bleu4(hypotheses: list[list[str]], references: list[list[list[str]]]
     ]
     # tokenize="none": the text is already tokenised our way; force: it ends in " .".
     bleu = BLEU(tokenize="none", force=True)
-    score = bleu.corpus_score([" ".join(h) for h in hypotheses], reference_streams)
+    # A None in a reference stream means "this image has fewer references" (sacrebleu
+    # accepts it; its type hints do not say so).
+    score = bleu.corpus_score(
+        [" ".join(h) for h in hypotheses], cast(list[list[str]], reference_streams)
+    )
     # sacrebleu's percentage can exceed 100 by a rounding error (exp of summed logs).
-    return min(score.score / 100.0, 1.0)
+    return min(float(score.score) / 100.0, 1.0)

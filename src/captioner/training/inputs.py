@@ -160,7 +160,7 @@ class ImageStore:
     def pixels(self, indices: np.ndarray) -> np.ndarray:
         """float32 ``[B, 299, 299, 3]`` in [-1, 1] for the images at ``indices``."""
         if self._cache is not None:
-            return self._cache[indices].astype(np.float32)
+            return np.asarray(self._cache[indices], dtype=np.float32)
         return np.stack([_preprocess_file(self.paths[i], self._max_pixels) for i in indices])
 
 

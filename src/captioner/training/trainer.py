@@ -5,9 +5,8 @@ trains the whole model. Each phase has its own Adam with a linear warm-up, a cos
 to zero and global-norm clipping (im2txt clipped at 5). The loss is im2txt's: the
 teacher-forced cross-entropy of every next word, averaged over the unpadded words.
 
-A run directory holds what the engine loads (``checkpoint/`` in the original layout and
-``word_counts.txt``) plus ``training.json`` (the options, for ``--resume``) and
-``trainer_state.npz`` (phase, step and optimizer moments). Batches are a pure function of
+A run directory (:mod:`captioner.training.run_dir`) holds what the engine loads and what
+resuming needs. Batches are a pure function of
 the seed, the phase and the step, and model values come from a seeded NumPy generator,
 so a run is reproducible and a resumed run continues exactly as if never stopped.
 
@@ -21,18 +20,16 @@ saved: the checkpoint holds exactly the original tensors.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from captioner.assets import VOCAB_FILENAME
-from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.checkpoint import load_checkpoint
 from captioner.engine import DEFAULT_MAX_IMAGE_PIXELS
 from captioner.errors import CheckpointError, DatasetError
 from captioner.training.config import TrainingConfig
@@ -44,14 +41,15 @@ from captioner.training.dataset import (
 )
 from captioner.training.inputs import EncodedCaptions, ImageStore, encode_captions
 from captioner.training.model import AuxiliaryWordPredictor, ModelSize, ShowAndTell
+from captioner.training.run_dir import RunDirectory, TrainerState
 from captioner.training.tokenizer import count_words, select_vocabulary, write_word_counts
 from captioner.vocabulary import Vocabulary
 
-__all__ = ["CONFIG_FILENAME", "STATE_FILENAME", "TrainingResult", "train"]
+if TYPE_CHECKING:
+    from tensorflow import Tensor
 
-CONFIG_FILENAME = "training.json"
-STATE_FILENAME = "trainer_state.npz"
-CHECKPOINT_NAME = "model.ckpt"
+__all__ = ["TrainingResult", "train"]
+
 _ENCODE_BATCH = 32
 # Batch-norm statistics are averaged over this many training images (see
 # _BatchNormCalibrator), drawn with the run's seed on a stream of their own.
@@ -129,13 +127,12 @@ def train(
 
     started = time.monotonic()
     tf.config.experimental.enable_op_determinism()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = _load_state(out_dir) if resume else None
-    data = _prepare_data(config, out_dir, resume=resume, progress=progress, report=report)
+    run = RunDirectory(out_dir)
+    state = run.load_state() if resume else None
+    data = _prepare_data(config, run, resume=resume, progress=progress, report=report)
     if not resume:
-        (out_dir / STATE_FILENAME).unlink(missing_ok=True)
-        (out_dir / CONFIG_FILENAME).write_text(config.to_json())
-    model = _build_model(config, out_dir, state, vocab_rows=len(data.vocabulary))
+        run.start(config)
+    model = _build_model(config, run, state, vocab_rows=len(data.vocabulary))
     auxiliary = _build_auxiliary(config, model, state)
     calibrate = _BatchNormCalibrator(model, data, config.seed)
     if state is None and config.init_from is None:
@@ -148,22 +145,22 @@ def train(
         _Phase(2, "full model", config.full_steps, config.full_learning_rate, train_encoder=True),
     ]
     phases = [phase for phase in phases if phase.steps > 0]
-    losses = (math.nan, None)
+    losses: tuple[float, float | None] = (math.nan, None)
     for phase in phases:
         start_step = 0
         optimizer_values: list[np.ndarray] | None = None
         if state is not None:
-            if phase.number < state["phase"]:
+            if phase.number < state.phase:
                 continue
-            if phase.number == state["phase"]:
-                start_step = state["step"]
-                optimizer_values = [state[f"optimizer_{i}"] for i in range(state["optimizers"])]
+            if phase.number == state.phase:
+                start_step = state.step
+                optimizer_values = state.optimizer
         runner = _PhaseRunner(
-            config, phase, model, auxiliary, data, out_dir, calibrate, progress, report
+            config, phase, model, auxiliary, data, run, calibrate, progress, report
         )
         losses = runner.run(start_step, optimizer_values)
     return TrainingResult(
-        checkpoint=_prefix(out_dir, model.global_step),
+        checkpoint=run.checkpoint_prefix(model.global_step),
         vocab=data.vocab_path,
         global_step=model.global_step,
         train_loss=losses[0],
@@ -173,11 +170,11 @@ def train(
 
 
 def _build_model(
-    config: TrainingConfig, out_dir: Path, state: dict[str, Any] | None, vocab_rows: int
+    config: TrainingConfig, run: RunDirectory, state: TrainerState | None, vocab_rows: int
 ) -> ShowAndTell:
     """The model to train: the interrupted run's, the ``init_from`` one, or a new one."""
     if state is not None:
-        return ShowAndTell.from_weights(load_checkpoint(_prefix(out_dir, state["global_step"])))
+        return ShowAndTell.from_weights(load_checkpoint(run.checkpoint_prefix(state.global_step)))
     if config.init_from is not None:
         model = ShowAndTell.from_weights(load_checkpoint(config.init_from))
         if model.vocab_rows < vocab_rows:
@@ -198,7 +195,7 @@ def _build_model(
 
 
 def _build_auxiliary(
-    config: TrainingConfig, model: ShowAndTell, state: dict[str, Any] | None
+    config: TrainingConfig, model: ShowAndTell, state: TrainerState | None
 ) -> AuxiliaryWordPredictor | None:
     """The auxiliary word predictor of phase 2, if asked for (restored when resuming)."""
     if config.aux_weight == 0 or config.full_steps == 0:
@@ -206,15 +203,15 @@ def _build_auxiliary(
     auxiliary = AuxiliaryWordPredictor(
         model.feature_size, model.vocab_rows, model.lstm_units, config.seed
     )
-    if state is not None and "auxiliary_0" in state:
-        for i, variable in enumerate(auxiliary.variables):
-            variable.assign(state[f"auxiliary_{i}"])
+    if state is not None and state.auxiliary:
+        for variable, value in zip(auxiliary.variables, state.auxiliary, strict=True):
+            variable.assign(value)
     return auxiliary
 
 
 def _prepare_data(
     config: TrainingConfig,
-    out_dir: Path,
+    run: RunDirectory,
     *,
     resume: bool,
     progress: bool,
@@ -241,7 +238,8 @@ def _prepare_data(
     usable_images = set(store.paths)
     train_examples = [ex for ex in train_examples if ex.image_path in usable_images]
     held_out_examples = [ex for ex in held_out_examples if ex.image_path in usable_images]
-    vocab_path = out_dir / VOCAB_FILENAME
+    vocab_path = run.vocab_path
+    run.path.mkdir(parents=True, exist_ok=True)
     previous = vocab_path.read_bytes() if resume and vocab_path.is_file() else None
     if config.init_vocab is not None:
         Vocabulary.from_file(config.init_vocab)  # a clear error for an unusable file
@@ -316,7 +314,7 @@ class _PhaseRunner:
         model: ShowAndTell,
         auxiliary: AuxiliaryWordPredictor | None,
         data: _Data,
-        out_dir: Path,
+        run: RunDirectory,
         calibrate: _BatchNormCalibrator,
         progress: bool,
         report: Callable[[str], None],
@@ -328,7 +326,7 @@ class _PhaseRunner:
         self.phase = phase
         self.model = model
         self.data = data
-        self.out_dir = out_dir
+        self.run_dir = run
         self.progress = progress
         self.report = report
         self.calibrate = calibrate
@@ -394,10 +392,10 @@ class _PhaseRunner:
                 if self.phase.train_encoder:
                     self.calibrate()
                 held_out = self.held_out_loss()
-                self._save(done, optimizer)
+                saved = self._save(done, optimizer)
                 self.report(
                     f"phase {self.phase.number} step {done}: loss {running:.4f}, held-out "
-                    f"loss {_format_loss(held_out)}, saved {_prefix_name(self.model.global_step)}"
+                    f"loss {_format_loss(held_out)}, saved {saved.name}"
                 )
             bar.set_postfix(loss=f"{running:.3f}", held_out=_format_loss(held_out), refresh=False)
             bar.update(1)
@@ -447,8 +445,7 @@ class _PhaseRunner:
         weights = self.weights
         train_encoder = self.phase.train_encoder
 
-        @tf.function
-        def step(inputs: tf.Tensor, words: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        def step(inputs: Tensor, words: Tensor, mask: Tensor) -> Tensor:
             """One update; returns the caption loss (without the auxiliary one)."""
             with tf.GradientTape() as tape:
                 features = model.encode(inputs, training=True) if train_encoder else inputs
@@ -462,19 +459,18 @@ class _PhaseRunner:
             optimizer.apply_gradients(zip(gradients, weights, strict=True))
             return loss
 
-        return step
+        return tf.function(step)
 
     def _held_out_function(self) -> Any:
         tf = self._tf
         model = self.model
         encode = self.phase.train_encoder
 
-        @tf.function
-        def loss(inputs: tf.Tensor, words: tf.Tensor, mask: tf.Tensor) -> tuple[Any, Any]:
+        def loss(inputs: Tensor, words: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
             features = model.encode(inputs, training=False) if encode else inputs
             return model.caption_loss(features, words, mask)
 
-        return loss
+        return tf.function(loss)
 
     def _inputs(self, image_index: np.ndarray) -> Any:
         """Cached features (phase 1) or preprocessed pixels (phase 2) of a batch."""
@@ -503,52 +499,17 @@ class _PhaseRunner:
         rng = np.random.default_rng([self.config.seed, self.phase.number, epoch])
         return rng.permutation(count)[position * size : (position + 1) * size]
 
-    def _save(self, step: int, optimizer: Any) -> None:
-        """Write the checkpoint, then the trainer state, then drop older checkpoints."""
-        prefix = _prefix(self.out_dir, self.model.global_step)
-        save_checkpoint(prefix, self.model.tensors())
-        values = {f"optimizer_{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
-        if self.auxiliary is not None:
-            values.update(
-                {f"auxiliary_{i}": v.numpy() for i, v in enumerate(self.auxiliary.variables)}
-            )
-        partial = self.out_dir / (STATE_FILENAME + ".partial.npz")
-        np.savez(
-            partial,
+    def _save(self, step: int, optimizer: Any) -> Path:
+        """Save the checkpoint and the trainer state; returns the checkpoint's prefix."""
+        state = TrainerState(
             phase=self.phase.number,
             step=step,
             global_step=self.model.global_step,
-            optimizers=len(optimizer.variables),
-            **values,
+            optimizer=[v.numpy() for v in optimizer.variables],
+            auxiliary=[v.numpy() for v in self.auxiliary.variables] if self.auxiliary else [],
         )
-        os.replace(partial, self.out_dir / STATE_FILENAME)
-        for old in prefix.parent.glob(f"{CHECKPOINT_NAME}-*"):
-            if not old.name.startswith(prefix.name + "."):
-                old.unlink()
+        return self.run_dir.save(self.model.tensors(), state)
 
 
 def _format_loss(loss: float | None) -> str:
     return "n/a" if loss is None else f"{loss:.4f}"
-
-
-def _prefix_name(global_step: int) -> str:
-    return f"{CHECKPOINT_NAME}-{global_step}"
-
-
-def _prefix(out_dir: Path, global_step: int) -> Path:
-    return out_dir / "checkpoint" / _prefix_name(global_step)
-
-
-def _load_state(out_dir: Path) -> dict[str, Any]:
-    """The trainer state of an interrupted run, checked against its checkpoint."""
-    path = out_dir / STATE_FILENAME
-    if not path.is_file():
-        raise CheckpointError(
-            f"nothing to resume: no {STATE_FILENAME} (a run saves it at each checkpoint)",
-            path=out_dir,
-        )
-    with np.load(path) as state:
-        values = {key: state[key] for key in state.files}
-    for key in ("phase", "step", "global_step", "optimizers"):
-        values[key] = int(values[key])
-    return values

@@ -48,6 +48,21 @@ def _metadata_for(info: ModelInfo) -> ModelMetadata:
     """MAX's metadata for the original checkpoint; an honest description for any other."""
     if info.is_pretrained_im2txt:
         return _MAX_METADATA
+    if info.is_bundled_demo:
+        return ModelMetadata(
+            id="captioner-demo",
+            name="captioner: demo model",
+            description=(
+                "The demo model bundled with captioner: Show and Tell trained by the captioner "
+                "project on generated scenes of one or two coloured shapes "
+                f"({info.vocab_size}-word vocabulary with <UNK>, step {info.global_step}). It "
+                "knows only coloured shapes: on a photo it answers confidently and wrongly. "
+                "Not the pretrained MAX model."
+            ),
+            type="Image-to-Text Translation",
+            source="bundled with captioner",
+            license="Apache-2.0",
+        )
     return ModelMetadata(
         id=f"captioner-{info.name}",
         name=f"captioner: {info.name}",
