@@ -160,12 +160,15 @@ def test_the_kind_reader_knows_a_turned_square_from_a_circle() -> None:
     # The check above is only as good as this reader: it must not pass by naming anything.
     frame = dataclasses.replace(SCENES[0], width=200, height=200)
     base = Shape("square", "red", _WHITE, "large", 100.0, 100.0, 60.0)
+    # Turned, at the ends of the sampled proportions, and with the usual one (None).
+    proportions = {"triangle": (0.75, None, 1.0), "star": (0.38, None, 0.55)}
     for kind in ("circle", "square", "triangle", "star"):
         for degrees in (-20, 0, 13):
-            shape = dataclasses.replace(base, kind=kind, rotation=math.radians(degrees))
-            proportion = {"triangle": 0.8, "star": 0.45}.get(kind, 1.0)
-            shape = dataclasses.replace(shape, proportion=proportion)
-            assert _kind_from_pixels(_alone(frame, shape, antialias=True) > 0.5) == kind
+            for proportion in proportions.get(kind, (None,)):
+                shape = dataclasses.replace(
+                    base, kind=kind, rotation=math.radians(degrees), proportion=proportion
+                )
+                assert _kind_from_pixels(_alone(frame, shape, antialias=True) > 0.5) == kind
 
 
 def test_size_words_match_the_drawn_extent_over_their_whole_range() -> None:

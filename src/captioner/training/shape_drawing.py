@@ -22,6 +22,8 @@ __all__ = ["render_scene", "shape_outline"]
 
 # Anti-aliased shapes are drawn at this multiple of the image resolution, then averaged.
 _SUPERSAMPLING = 4
+# The proportion of a triangle or star that does not set one (see Shape.proportion).
+_USUAL_PROPORTION = {"triangle": 0.9, "star": 0.45}
 
 Point = tuple[float, float]
 
@@ -86,15 +88,18 @@ def shape_outline(shape: Shape) -> list[Point] | None:
     """
     if shape.kind == "circle":
         return None
+    proportion = shape.proportion
+    if proportion is None:
+        proportion = _USUAL_PROPORTION.get(shape.kind, 1.0)
     if shape.kind == "square":
         unit = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
     elif shape.kind == "triangle":
-        unit = [(0.0, -shape.proportion), (1.0, shape.proportion), (-1.0, shape.proportion)]
+        unit = [(0.0, -proportion), (1.0, proportion), (-1.0, proportion)]
     else:
         unit = []
         for k in range(10):
             angle = -math.pi / 2 + k * math.pi / 5
-            reach = 1.0 if k % 2 == 0 else shape.proportion
+            reach = 1.0 if k % 2 == 0 else proportion
             unit.append((reach * math.cos(angle), reach * math.sin(angle)))
     cos, sin = math.cos(shape.rotation), math.sin(shape.rotation)
     turned = np.array([(x * cos - y * sin, x * sin + y * cos) for x, y in unit])

@@ -157,7 +157,8 @@ class Shape:
         rotation: Clockwise turn in radians (0 for circles; an unturned triangle or
             star points up).
         proportion: A triangle's height over its base, a star's inner radius over its
-            outer one; 1 for circles and squares.
+            outer one; unused for circles and squares. None: the usual one (0.9 for a
+            triangle, 0.45 for a star), for shapes placed by hand.
         filled: Whether the inside is painted; if not, only an outline in ``rgb`` is.
         edge: The colour of an outline round a filled shape, or None for none.
         line_px: Width of the outline (``edge``, or the outline of an unfilled shape).
@@ -171,7 +172,7 @@ class Shape:
     centre_y: float
     radius: float
     rotation: float = 0.0
-    proportion: float = 1.0
+    proportion: float | None = None
     filled: bool = True
     edge: RGB | None = None
     line_px: float = 0.0
