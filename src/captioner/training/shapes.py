@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from captioner.preprocessing import RESIZE_SIZE
 from captioner.training.shape_drawing import render_scene
 
 __all__ = [
@@ -132,9 +133,9 @@ _MIN_LINE_FRACTION = 0.009
 _EDGE_LINE_RANGE = (0.03, 0.12)
 _ANTIALIAS_PROBABILITY = 0.5
 _BLUR_PROBABILITY = 0.4
-# Blur sigma in pixels of the model's 346-pixel view, converted to the frame's scale.
+# Blur sigma in pixels of the model's view (the frame resized to RESIZE_SIZE square),
+# converted to the frame's scale.
 _BLUR_RANGE = (0.3, 1.5)
-_MODEL_VIEW_PX = 346
 _NOISE_PROBABILITY = 0.5
 _NOISE_SIGMA_RANGE = (1.0, 12.0)
 _JPEG_PROBABILITY = 0.5
@@ -272,8 +273,9 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     else:
         size = SIZES[int(rng.integers(len(SIZES)))]
         shapes, relation = (_sample_single(rng, width, height, size),), None
+    # Amounts are drawn whether used or not, so every scene takes as many draws.
     blurred = rng.random() < _BLUR_PROBABILITY
-    blur_px = rng.uniform(*_BLUR_RANGE) * math.sqrt(width * height) / _MODEL_VIEW_PX
+    blur_px = rng.uniform(*_BLUR_RANGE) * math.sqrt(width * height) / RESIZE_SIZE
     noisy = rng.random() < _NOISE_PROBABILITY
     noise_sigma = rng.uniform(*_NOISE_SIGMA_RANGE)
     return Scene(
