@@ -32,8 +32,12 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageColor, ImageDraw, ImageOps
+
+if TYPE_CHECKING:
+    from captioner.engine import Captioner
 
 # Colours people give these names: CSS/X11 names, and the matplotlib "tab10" and
 # Okabe-Ito palettes' entries of that name.
@@ -172,7 +176,7 @@ def _backdrop(rng: random.Random, width: int, height: int) -> Image.Image:
 
 
 def _shape(
-    draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, half: float, **paint
+    draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, half: float, **paint: Any
 ) -> None:
     """One shape whose bounding box is ``2 * half`` wide, centred on (cx, cy)."""
     if kind == "circle":
@@ -221,8 +225,8 @@ def score(captions: list[str], pictures: list[Picture]) -> dict[str, float]:
     return rates
 
 
-def caption_all(captioner: object, pictures: list[Picture], batch: int = 25) -> list[str]:
-    """The best caption of each picture, from a :class:`captioner.engine.Captioner`."""
+def caption_all(captioner: Captioner, pictures: list[Picture], batch: int = 25) -> list[str]:
+    """The best caption of each picture."""
     captions = []
     for start in range(0, len(pictures), batch):
         chunk = [picture.data for picture in pictures[start : start + batch]]

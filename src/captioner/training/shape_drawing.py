@@ -71,7 +71,7 @@ def _paint_background(
         mix = (np.floor(xs / scale) + np.floor(ys / scale)) % 2
     elif background.pattern == "blotches":  # a coarse random grid, smoothly upsampled
         grid = rng.random((height // scale + 2, width // scale + 2), dtype=np.float32)
-        mix = np.asarray(Image.fromarray(grid).resize((width, height), Image.BILINEAR))
+        mix = np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BILINEAR))
     else:  # speckle: every pixel its own mix
         mix = rng.random((height, width), dtype=np.float32)
     tone_a, tone_b = (np.array(tone, np.float32) for tone in background.tones)

@@ -268,6 +268,8 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     width = round(mean_side * math.sqrt(aspect))
     height = round(mean_side / math.sqrt(aspect))
     background = _sample_background(rng)
+    shapes: tuple[Shape, ...]
+    relation: str | None
     if rng.random() < _TWO_SHAPE_PROBABILITY:
         shapes, relation = _sample_pair(rng, width, height)
     else:
