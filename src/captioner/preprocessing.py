@@ -215,22 +215,26 @@ def _resize_graphs() -> tuple[Any, Any, Any]:
         x = x[CROP_OFFSET : CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET : CROP_OFFSET + IMAGE_SIZE]
         return (x - 0.5) * 2.0
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
     def scale_width(rows: tf.Tensor) -> tf.Tensor:
         height = tf.shape(rows)[0]
         return resize_bilinear_tf1(to_unit(rows)[tf.newaxis], (height, RESIZE_SIZE))[0]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, RESIZE_SIZE, 3], tf.float32)])
     def scale_height(x: tf.Tensor) -> tf.Tensor:
         x = resize_bilinear_tf1(x[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
         return crop_and_shift(x)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
     def whole(image: tf.Tensor) -> tf.Tensor:
         x = resize_bilinear_tf1(to_unit(image)[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
         return crop_and_shift(x)
 
-    return scale_width, scale_height, whole
+    uint8_image = [tf.TensorSpec([None, None, 3], tf.uint8)]
+    return (
+        tf.function(scale_width, input_signature=uint8_image),
+        tf.function(
+            scale_height, input_signature=[tf.TensorSpec([None, RESIZE_SIZE, 3], tf.float32)]
+        ),
+        tf.function(whole, input_signature=uint8_image),
+    )
 
 
 def _declared_pixels(data: bytes) -> int:
