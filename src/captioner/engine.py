@@ -21,7 +21,7 @@ from captioner.checkpoint import Im2txtWeights, load_checkpoint
 from captioner.decoder import Decoder
 from captioner.encoder import FoldedConvOps, inception_v3
 from captioner.errors import InvalidRequestError, VocabularyError
-from captioner.preprocessing import IMAGE_SIZE, preprocess_image
+from captioner.preprocessing import IMAGE_SIZE, PixelBudget, preprocess_image
 from captioner.tf_runtime import configure_threads, import_tensorflow
 from captioner.vocabulary import Vocabulary
 
@@ -85,6 +85,7 @@ class Captioner:
         name: str,
         checkpoint: str,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decoding_pixels: int | None = None,
     ) -> None:
         import tensorflow as tf
 
@@ -96,6 +97,7 @@ class Captioner:
         self._tf = tf
         self.vocabulary = vocabulary
         self.max_image_pixels = max_image_pixels
+        self._decoding = PixelBudget(max_decoding_pixels) if max_decoding_pixels else None
         self._encoder_ops = FoldedConvOps(weights.convs)
         self._decoder = Decoder(weights)
         self._graphs: dict[tuple[int, int], Any] = {}
@@ -125,7 +127,8 @@ class Captioner:
 
         Args:
             settings: ``model``, ``model_dir``, ``checkpoint``, ``vocab``, ``offline``, the
-                download settings, ``max_image_pixels``, thread and log settings.
+                download settings, ``max_image_pixels``, ``max_decoding_pixels``, thread and
+                log settings.
             download: fetch a missing pretrained model.
             progress: how a download reports progress.
 
@@ -143,6 +146,7 @@ class Captioner:
             files.vocab,
             name=name,
             max_image_pixels=settings.max_image_pixels,
+            max_decoding_pixels=settings.decoding_pixels,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
         )
@@ -155,6 +159,7 @@ class Captioner:
         *,
         name: str | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decoding_pixels: int | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
     ) -> Captioner:
@@ -166,6 +171,8 @@ class Captioner:
             name: a display name; default "im2txt" for the pretrained checkpoint, else the
                 model directory's name.
             max_image_pixels: images declaring more pixels are refused before decoding.
+            max_decoding_pixels: most pixels decoded at once by concurrent ``preprocess``
+                calls (a call waits for room); ``None``: no bound.
             intra_op_threads, inter_op_threads: TensorFlow's thread pools (default: TF's
                 choice, or ``TF_NUM_INTRAOP_THREADS``); see
                 :func:`captioner.tf_runtime.configure_threads`.
@@ -184,6 +191,7 @@ class Captioner:
             name=name,
             checkpoint=str(checkpoint),
             max_image_pixels=max_image_pixels,
+            max_decoding_pixels=max_decoding_pixels,
         )
 
     def preprocess(self, image: bytes) -> np.ndarray:
@@ -192,7 +200,7 @@ class Captioner:
         Raises:
             InvalidImageError: undecodable, unsupported or too many pixels.
         """
-        return preprocess_image(image, max_pixels=self.max_image_pixels)
+        return preprocess_image(image, max_pixels=self.max_image_pixels, budget=self._decoding)
 
     def caption_arrays(
         self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20

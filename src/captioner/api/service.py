@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from captioner.batching import BatchObserver, Captioned, CaptionEngine, MicroBatcher
 from captioner.config import Settings
 from captioner.errors import CaptionerError, ModelNotReadyError
+from captioner.memory import release_free_memory
 
 if TYPE_CHECKING:
     from captioner.engine import ModelInfo
@@ -185,6 +186,7 @@ class ModelService:
                 timeout_s=settings.request_timeout_s,
                 preprocess_threads=settings.preprocess_threads,
                 observer=self._observer,
+                on_idle=release_free_memory,  # after a burst, memory goes back to the system
             )
             # Compile on the worker thread that will run every batch.
             await batcher.run_in_worker(
