@@ -13,14 +13,14 @@ train_seed=1
 eval_seed=999
 
 started=$(date +%s)
-python scripts/make_shapes_dataset.py --out "$work/train" --count 4000 --seed "$train_seed"
+python scripts/make_shapes_dataset.py --out "$work/train" --count 8000 --seed "$train_seed"
 python scripts/make_shapes_dataset.py --out "$work/eval" --count 500 --seed "$eval_seed"
 
 captioner train \
     --data "$work/train/captions.jsonl" --out "$work/run" \
-    --depth-multiplier 0.05 --min-depth 8 --embedding-size 64 --lstm-units 128 \
-    --held-out 0.05 \
-    --decoder-steps 0 --full-steps 4000 --batch-size 32 \
+    --depth-multiplier 0.1 --min-depth 8 --embedding-size 64 --lstm-units 128 \
+    --held-out 0.05 --image-cache-mb 5000 \
+    --decoder-steps 0 --full-steps 6000 --batch-size 32 \
     --full-learning-rate 0.003 --warmup-steps 200 --aux-weight 1.0 \
     --checkpoint-every 500 --seed "$train_seed"
 trained=$(date +%s)

@@ -16,7 +16,6 @@ cheaper up to batch 4-8 on a CPU), so requests that arrive together are stacked 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -109,7 +108,8 @@ class MicroBatcher:
 
     Guarantees: at most ``max_queue_size`` requests are admitted and not yet running (more
     raise :class:`OverloadedError` before any decoding); a request still queued at its
-    deadline is dropped with :class:`DeadlineExceededError` and costs no inference; an
+    deadline is dropped with :class:`DeadlineExceededError` and costs no inference (nor any
+    decoding, if its deadline passed before a decoding thread was free); an
     undecodable image fails only its own request; every engine call runs on the same
     single worker thread.
 
@@ -128,6 +128,9 @@ class MicroBatcher:
         timeout_s: Per-request deadline, counted from admission.
         preprocess_threads: Threads decoding images beside the worker.
         observer: Receives batch sizes, queue waits and queue depth.
+        on_idle: Called on the worker thread once the queue has been empty for
+            ``idle_s`` after some work (the server returns freed memory to the system).
+        idle_s: How long the queue stays empty before ``on_idle``.
     """
 
     def __init__(
@@ -141,6 +144,8 @@ class MicroBatcher:
         max_gather_s: float = 0.0,
         preprocess_threads: int = 2,
         observer: BatchObserver | None = None,
+        on_idle: Callable[[], object] | None = None,
+        idle_s: float = 1.0,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or preprocess_threads < 1:
             raise ValueError("batch size, queue size and thread count must be at least 1")
@@ -151,6 +156,9 @@ class MicroBatcher:
         self._max_queue_size = max_queue_size
         self._timeout_s = timeout_s
         self._observer: BatchObserver = observer or _NullObserver()
+        self._on_idle = on_idle
+        self._idle_s = idle_s
+        self._worked = False  # a batch ran since on_idle was last called
         self._preprocess_pool = ThreadPoolExecutor(
             preprocess_threads, thread_name_prefix="captioner-preprocess"
         )
@@ -233,7 +241,8 @@ class MicroBatcher:
         self._decoding[key] += len(images)
         try:
             prepared = await asyncio.gather(
-                *(self._preprocess(image) for image in images), return_exceptions=True
+                *(self._preprocess(image, deadline) for image in images),
+                return_exceptions=True,
             )
         finally:
             self._decoding[key] -= len(images)
@@ -304,14 +313,24 @@ class MicroBatcher:
 
     # --- one request ----------------------------------------------------------------------
 
-    async def _preprocess(self, image: bytes) -> np.ndarray:
+    async def _preprocess(self, image: bytes, deadline: float) -> np.ndarray:
         """Decode on the preprocessing pool; a failure gives back the admission slot."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._preprocess_pool, self._engine.preprocess, image)
+            return await loop.run_in_executor(
+                self._preprocess_pool, self._decode_in_time, image, deadline
+            )
         except BaseException:
             self._release()
             raise
+
+    def _decode_in_time(self, image: bytes, deadline: float) -> np.ndarray:
+        """Decode, unless the deadline passed while the image waited for a thread."""
+        if time.monotonic() >= deadline:
+            raise DeadlineExceededError(
+                f"the request waited {self._timeout_s:g} s for decoding and was dropped"
+            )
+        return self._engine.preprocess(image)
 
     async def _outcome(self, item: _Pending | CaptionerError) -> Captioned | CaptionerError:
         if isinstance(item, CaptionerError):
@@ -351,6 +370,7 @@ class MicroBatcher:
         while (batch := await self._next_batch()) is not None:
             if batch:
                 await self._run_batch(batch)
+                self._worked = True
                 self._idle_since = time.monotonic()
                 self._answered, self._arrived = len(batch), 0
 
@@ -368,6 +388,10 @@ class MicroBatcher:
             if not self._waiting:
                 if self._closing and self._admitted == 0:
                     return None
+                if self._worked and self._admitted == 0 and self._on_idle is not None:
+                    if not await self._wait_for_wakeup(self._idle_s):
+                        await self._call_on_idle()
+                    continue
                 await self._wait_for_wakeup(None)
                 continue
             first = self._waiting[0]
@@ -380,10 +404,22 @@ class MicroBatcher:
                 return self._take(first.key, now)
             await self._wait_for_wakeup(due_at - now)
 
-    async def _wait_for_wakeup(self, timeout_s: float | None) -> None:
+    async def _wait_for_wakeup(self, timeout_s: float | None) -> bool:
+        """Wait for news (True) or ``timeout_s`` (False)."""
         self._wakeup.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
+        try:
             await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _call_on_idle(self) -> None:
+        assert self._on_idle is not None  # only called when there is one
+        self._worked = False
+        try:
+            await self.run_in_worker(self._on_idle)
+        except Exception:
+            logger.exception("the idle callback failed")
 
     def _take(self, key: tuple[int, int], now: float) -> list[_Pending]:
         """Remove up to ``max_batch_size`` requests with ``key``; drop the expired ones."""

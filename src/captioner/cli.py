@@ -300,6 +300,11 @@ def download(
 @_setting_option("--request-timeout-s", type=click.FloatRange(0, min_open=True))
 @_setting_option("--drain-timeout-s", type=click.FloatRange(0))
 @_setting_option("--max-upload-bytes", type=click.IntRange(1))
+@_setting_option("--max-pending-upload-bytes", type=click.IntRange(1))
+@_setting_option("--max-decoding-pixels", type=click.IntRange(1))
+@_setting_option("--header-timeout-s", type=click.FloatRange(0, min_open=True))
+@_setting_option("--body-timeout-s", type=click.FloatRange(0, min_open=True))
+@_setting_option("--max-connections", type=click.IntRange(1))
 @_setting_option("--cors-enable", is_flag=True)
 @click.option(
     "--cors-origin",

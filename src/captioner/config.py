@@ -147,7 +147,46 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="Images declaring more pixels get 413, before decoding."
     )
     max_files_per_batch_request: int = Field(
-        32, ge=1, description="Most files in one batch request."
+        32,
+        ge=1,
+        description="Most files in one batch request (admitted together, so unless set, "
+        "at most `max_queue_size`).",
+    )
+    max_pending_upload_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Memory budget for uploads: most request-body bytes held at once, over all "
+        "requests being received or waiting for their captions (a body without "
+        "`Content-Length` counts as `max_upload_bytes`). A request that does not fit gets "
+        "503 + `Retry-After` before its body is read. Unless set, at least `max_upload_bytes`.",
+    )
+    max_decoding_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Memory budget for decoding: most pixels of full-size images decoded at "
+        "once, over all decoding threads (3 to 4 bytes each for a photo); an image waits for "
+        "room.",
+        json_schema_extra={"default_text": "the value of `max_image_pixels`"},
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers (from the "
+        "connection's start, or a later request's first byte); then 408 and the connection "
+        "is closed. Under plain uvicorn only with "
+        "`--http captioner.api.protocol:GuardedH11Protocol`.",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client has to send a request's whole body once its headers "
+        "are in; then 408 and the connection is closed.",
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Most open client connections; one more gets 503 and is closed at once. "
+        "Under plain uvicorn only with `--http captioner.api.protocol:GuardedH11Protocol`.",
     )
     default_beam_size: int = Field(
         3, ge=1, description="`beam_size` when a request gives none (the original's 3)."
@@ -190,18 +229,38 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _defaults_within_bounds(self) -> Settings:
-        """A default a request gets must be one a request may ask for."""
-        for default, bound in (
-            ("default_beam_size", "max_beam_size"),
+    def _consistent(self) -> Settings:
+        """Make sure every request the settings allow can be served.
+
+        A setting left at its default follows the one it depends on (a smaller queue lowers
+        the files a batch request may hold, a larger upload limit raises the upload budget);
+        two values given that contradict each other are refused.
+        """
+        given = self.model_fields_set
+        if "max_files_per_batch_request" not in given:  # a batch is admitted whole
+            self.max_files_per_batch_request = min(
+                self.max_files_per_batch_request, self.max_queue_size
+            )
+        if "max_pending_upload_bytes" not in given:  # else a full upload would never fit
+            self.max_pending_upload_bytes = max(
+                self.max_pending_upload_bytes, self.max_upload_bytes
+            )
+        for low, high in (
+            ("default_beam_size", "max_beam_size"),  # a default a request may ask for
             ("default_max_length", "max_max_length"),
+            ("max_upload_bytes", "max_pending_upload_bytes"),
+            ("max_files_per_batch_request", "max_queue_size"),
+            ("max_image_pixels", "max_decoding_pixels"),  # else the largest never decodes
         ):
-            if getattr(self, default) > getattr(self, bound):
-                raise ValueError(
-                    f"{default} ({getattr(self, default)}) must not exceed {bound} "
-                    f"({getattr(self, bound)})"
-                )
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if high_value is not None and low_value > high_value:
+                raise ValueError(f"{low} ({low_value}) must not exceed {high} ({high_value})")
         return self
+
+    @property
+    def decoding_pixels(self) -> int:
+        """``max_decoding_pixels``, or ``max_image_pixels`` when unset."""
+        return self.max_decoding_pixels or self.max_image_pixels
 
     def model_files(self) -> ModelFiles:
         """The checkpoint and vocabulary to load, from ``model``, ``checkpoint`` and ``vocab``.

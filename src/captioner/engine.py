@@ -28,7 +28,7 @@ from captioner.checkpoint import Im2txtWeights, load_checkpoint
 from captioner.decoder import Decoder
 from captioner.encoder import ConvWeights, FoldedConvOps
 from captioner.errors import InvalidRequestError, VocabularyError
-from captioner.memory import return_freed_heap
+from captioner.memory import release_free_memory
 from captioner.precision import (
     Calibration,
     Precision,
@@ -37,7 +37,7 @@ from captioner.precision import (
     measure_encoders,
     tf_dtype_name,
 )
-from captioner.preprocessing import IMAGE_SIZE, preprocess_image
+from captioner.preprocessing import IMAGE_SIZE, PixelBudget, preprocess_image
 from captioner.tf_runtime import configure_threads, import_tensorflow
 from captioner.vocabulary import Vocabulary
 
@@ -111,6 +111,7 @@ class Captioner:
         name: str,
         checkpoint: str,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decoding_pixels: int | None = None,
         precision: PrecisionChoice = "fp32",
         calibration_batch_size: int = 8,
         calibrate: Calibrate | None = None,
@@ -137,6 +138,7 @@ class Captioner:
         self._tf = tf
         self.vocabulary = vocabulary
         self.max_image_pixels = max_image_pixels
+        self._decoding = PixelBudget(max_decoding_pixels) if max_decoding_pixels else None
         self._pixel_spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
         self.precision, self.calibration, self._encoder_ops, self._encoder = self._settle_precision(
             weights, precision, calibration_batch_size, calibrate
@@ -171,7 +173,8 @@ class Captioner:
 
         Args:
             settings: ``model``, ``model_dir``, ``checkpoint``, ``vocab``, ``offline``, the
-                download settings, ``max_image_pixels``, thread, log and precision settings.
+                download settings, ``max_image_pixels``, ``max_decoding_pixels``, thread,
+                log and precision settings.
             download: fetch a missing pretrained model.
             progress: how a download reports progress.
 
@@ -189,6 +192,7 @@ class Captioner:
             files.vocab,
             name=name,
             max_image_pixels=settings.max_image_pixels,
+            max_decoding_pixels=settings.decoding_pixels,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             precision=settings.precision,
@@ -203,6 +207,7 @@ class Captioner:
         *,
         name: str | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decoding_pixels: int | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         precision: PrecisionChoice = "fp32",
@@ -216,6 +221,8 @@ class Captioner:
             name: a display name; default "im2txt" for the pretrained checkpoint, else the
                 model directory's name.
             max_image_pixels: images declaring more pixels are refused before decoding.
+            max_decoding_pixels: most pixels decoded at once by concurrent ``preprocess``
+                calls (a call waits for room); ``None``: no bound.
             intra_op_threads, inter_op_threads: TensorFlow's thread pools (default: TF's
                 choice, or ``TF_NUM_INTRAOP_THREADS``); see
                 :func:`captioner.tf_runtime.configure_threads`.
@@ -235,11 +242,12 @@ class Captioner:
             name=name,
             checkpoint=str(checkpoint),
             max_image_pixels=max_image_pixels,
+            max_decoding_pixels=max_decoding_pixels,
             precision=precision,
             calibration_batch_size=calibration_batch_size,
         )
         del weights  # the stored arrays: the graphs' variables hold everything now
-        return_freed_heap()
+        release_free_memory()
         return captioner
 
     def preprocess(self, image: bytes) -> np.ndarray:
@@ -248,7 +256,7 @@ class Captioner:
         Raises:
             InvalidImageError: undecodable, unsupported or too many pixels.
         """
-        return preprocess_image(image, max_pixels=self.max_image_pixels)
+        return preprocess_image(image, max_pixels=self.max_image_pixels, budget=self._decoding)
 
     def caption_arrays(
         self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20

@@ -9,13 +9,22 @@ Beyond the original: the format is judged by the bytes (never a name or declared
 GIF (first frame), BMP, WebP and TIFF are accepted; EXIF orientation is applied (phones
 write it, and the original captioned their photos sideways); an absurd pixel count is
 refused from the header, before any pixel is decoded.
+
+Memory: a decoded image is 3 bytes a pixel, and the original's float32 copy of it 12 more
+(120 MB for a 10-megapixel photo). Here the resize runs in two passes that give the very
+same float32 values (see :func:`_scale_resize_crop`), the first over strips of rows, so
+that copy never exists; and a :class:`PixelBudget` can bound the pixels being decoded at
+once across threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import threading
 import warnings
+from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +40,7 @@ __all__ = [
     "CROP_OFFSET",
     "IMAGE_SIZE",
     "RESIZE_SIZE",
+    "PixelBudget",
     "decode_image",
     "detect_format",
     "preprocess_image",
@@ -46,6 +56,39 @@ CROP_OFFSET = (RESIZE_SIZE - IMAGE_SIZE) // 2  # rows and columns 23..321
 _TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 
 _EXIF_ORIENTATION = 0x0112
+
+# Float32 values per strip of the first resize pass (8 MB): small next to the image.
+_STRIP_VALUES = 2 * 1024 * 1024
+
+
+class PixelBudget:
+    """At most ``capacity`` pixels of full-size images decoded at once, across threads.
+
+    An image waits (in its decoding thread) until its pixels fit; one larger than the
+    whole budget waits for the budget to empty and then takes all of it, so nothing
+    waits forever.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("a pixel budget needs a capacity of at least 1")
+        self.capacity = capacity
+        self._used = 0
+        self._room = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the budget for the duration of the block."""
+        pixels = min(pixels, self.capacity)
+        with self._room:
+            self._room.wait_for(lambda: self._used + pixels <= self.capacity)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._room:
+                self._used -= pixels
+                self._room.notify_all()
 
 
 def detect_format(data: bytes) -> str | None:
@@ -101,13 +144,23 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     return _apply_orientation(pixels, orientation)
 
 
-def preprocess_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+def preprocess_image(
+    data: bytes, *, max_pixels: int, budget: PixelBudget | None = None
+) -> np.ndarray:
     """Image bytes -> float32 ``[299, 299, 3]`` in [-1, 1], im2txt's exact preprocessing.
+
+    Args:
+        data: the raw bytes of an image.
+        max_pixels: refuse images whose header declares more pixels than this.
+        budget: if given, decoding waits until the image's pixels fit in it.
 
     Raises:
         InvalidImageError: as :func:`decode_image`.
     """
-    return _scale_resize_crop()(decode_image(data, max_pixels=max_pixels)).numpy()
+    pixels = _declared_pixels(data)
+    held = budget.hold(pixels) if budget and pixels <= max_pixels else contextlib.nullcontext()
+    with held:
+        return _scale_resize_crop(decode_image(data, max_pixels=max_pixels))
 
 
 def resize_bilinear_tf1(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -124,20 +177,77 @@ def resize_bilinear_tf1(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     )
 
 
-@cache
-def _scale_resize_crop() -> Any:
-    """The TensorFlow half of preprocessing, traced once for any image size."""
+def _scale_resize_crop(image: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> float32 ``[299, 299, 3]``: scale to [0, 1], TF1 bilinear
+    resize to 346x346, central crop, then ``(x - 0.5) * 2``, as the original computed it.
+
+    TF1's bilinear resize computes each output value as ``top + (bottom - top) * dy``, with
+    ``top`` and ``bottom`` interpolated along the row (``left + (right - left) * dx``).
+    Resizing only the width (the height kept, so ``dy`` is exactly 0) yields exactly
+    ``top`` for every row; resizing only the height of that (``dx`` exactly 0) then
+    computes the same final expression on the same values. So two passes give the very
+    float32 values of one, and the first pass can run over strips of rows: the image is
+    never all float32 at once. When the image is no wider than 346 pixels the full float32
+    copy is no bigger than the first pass's output, and one pass is used.
+    """
+    height, width = image.shape[:2]
+    scale_width, scale_height, whole = _resize_graphs()
+    if width <= RESIZE_SIZE:
+        return whole(image).numpy()  # type: ignore[no-any-return]
+    rows = max(1, _STRIP_VALUES // (width * 3))
+    strips = [scale_width(image[top : top + rows]) for top in range(0, height, rows)]
     import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-    def scale_resize_crop(image: tf.Tensor) -> tf.Tensor:
+    return scale_height(tf.concat(strips, axis=0)).numpy()  # type: ignore[no-any-return]
+
+
+@cache
+def _resize_graphs() -> tuple[Any, Any, Any]:
+    """The TensorFlow half of preprocessing, traced once for any image size: the width
+    pass (on uint8 rows), the height pass with crop and shift, and the two at once."""
+    import tensorflow as tf
+
+    def to_unit(image: tf.Tensor) -> tf.Tensor:
         # convert_image_dtype's uint8 -> float32: multiply by the float32 constant 1/255.
-        x = tf.cast(image, tf.float32) * tf.constant(1.0 / 255.0, tf.float32)
-        x = resize_bilinear_tf1(x[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
+        return tf.cast(image, tf.float32) * tf.constant(1.0 / 255.0, tf.float32)
+
+    def crop_and_shift(x: tf.Tensor) -> tf.Tensor:
         x = x[CROP_OFFSET : CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET : CROP_OFFSET + IMAGE_SIZE]
         return (x - 0.5) * 2.0
 
-    return scale_resize_crop
+    def scale_width(rows: tf.Tensor) -> tf.Tensor:
+        height = tf.shape(rows)[0]
+        return resize_bilinear_tf1(to_unit(rows)[tf.newaxis], (height, RESIZE_SIZE))[0]
+
+    def scale_height(x: tf.Tensor) -> tf.Tensor:
+        x = resize_bilinear_tf1(x[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
+        return crop_and_shift(x)
+
+    def whole(image: tf.Tensor) -> tf.Tensor:
+        x = resize_bilinear_tf1(to_unit(image)[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
+        return crop_and_shift(x)
+
+    uint8_image = [tf.TensorSpec([None, None, 3], tf.uint8)]
+    return (
+        tf.function(scale_width, input_signature=uint8_image),
+        tf.function(
+            scale_height, input_signature=[tf.TensorSpec([None, RESIZE_SIZE, 3], tf.float32)]
+        ),
+        tf.function(whole, input_signature=uint8_image),
+    )
+
+
+def _declared_pixels(data: bytes) -> int:
+    """The pixel count the header declares; 0 if unreadable (decoding then says why)."""
+    fmt = detect_format(data)
+    if fmt is None:
+        return 0
+    try:
+        with _open_header(data, fmt) as header:
+            width, height = header.size
+    except InvalidImageError:
+        return 0
+    return int(width * height)
 
 
 class _open_header:

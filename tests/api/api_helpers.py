@@ -1,15 +1,20 @@
-"""Helpers for the HTTP API tests: test settings and an app served over in-process HTTP."""
+"""Helpers for the HTTP API tests: test settings, and an app served in-process or on a port."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
+from captioner.api.protocol import GuardedH11Protocol
 from captioner.config import Settings
 
 
@@ -34,3 +39,30 @@ async def serving(app: FastAPI, *, wait_loaded: bool = True) -> AsyncIterator[ht
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+@contextmanager
+def serving_on_loopback(app: FastAPI) -> Iterator[int]:
+    """Serve the app as ``captioner serve`` does (uvicorn, the guarded protocol) on a free
+    127.0.0.1 port, in a thread with its own event loop; yields the port once ready."""
+    # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every small answer waits for the client's delayed ACK (40 ms).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.bind(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    config = uvicorn.Config(
+        app, http=GuardedH11Protocol, ws="none", lifespan="on", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (server.started and app.state.service.ready):
+            assert thread.is_alive() and time.monotonic() < deadline, "the server never started"
+            time.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()

@@ -296,3 +296,40 @@ async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
     assert caption_of(await queued) == "a red square"
     with pytest.raises(ModelNotReadyError):
         await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
+
+
+async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work() -> None:
+    engine = FakeCaptioner()
+    calls: list[str] = []
+
+    def on_idle() -> None:
+        calls.append(threading.current_thread().name)
+
+    async with running(engine, on_idle=on_idle, idle_s=0.05) as batcher:
+        await asyncio.sleep(0.15)
+        assert calls == []  # nothing ran yet: nothing to give back
+        await caption_task(batcher, "red")
+        await wait_until(lambda: len(calls) == 1)
+        await asyncio.sleep(0.15)
+        assert len(calls) == 1  # once per idle spell, not every idle_s
+        for colour in COLOURS[:4]:  # requests closer together than idle_s
+            await caption_task(batcher, colour)
+            await asyncio.sleep(0.01)
+        assert len(calls) == 1
+        await wait_until(lambda: len(calls) == 2)
+    assert set(calls) == engine.threads  # the model's worker thread
+
+
+async def test_an_image_whose_deadline_passed_waiting_for_a_thread_is_not_decoded() -> None:
+    engine = FakeCaptioner(decode_gates={"black": threading.Event()})
+    async with running(engine, preprocess_threads=1, timeout_s=0.2) as batcher:
+        slow = caption_task(batcher, "black")  # holds the one decoding thread
+        late = caption_task(batcher, "red")  # waits for it past its deadline
+        await asyncio.sleep(0.4)
+        engine.decode_gates["black"].set()
+        with pytest.raises(DeadlineExceededError, match="for decoding"):
+            await late
+        with pytest.raises(DeadlineExceededError):  # decoded, then expired in the queue
+            await slow
+        assert engine.preprocessed == 1  # red was never decoded
+        assert batcher.depth == 0

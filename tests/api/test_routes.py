@@ -3,9 +3,12 @@ the fixes to MAX's defects, parameter validation, the batch route, docs, CORS.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import tempfile
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -15,9 +18,11 @@ from api_helpers import make_settings, serving
 from fake_engine import FakeCaptioner, fake_info, jpeg_bytes, png_bytes
 from openapi_spec_validator import validate
 from PIL import Image
+from starlette.staticfiles import StaticFiles
 
 import captioner
 from captioner.api.app import create_app
+from captioner.api.static import page_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -202,6 +207,89 @@ async def test_streamed_upload_is_cut_off_at_the_limit(tmp_path: Path, fake: Fak
     assert fake.preprocessed == 0
 
 
+async def test_upload_budget_refuses_before_reading_and_frees_after(
+    tmp_path: Path, fake: FakeCaptioner
+) -> None:
+    """Bodies in flight hold their declared size; one more that does not fit gets 503."""
+    settings = make_settings(tmp_path, max_upload_bytes=100_000, max_pending_upload_bytes=150_000)
+    app = create_app(settings, captioner=fake)
+    held = png_bytes("red") + b"\0" * 80_000  # ~80 kB: trailing bytes after PNG's end
+    async with serving(app) as client:
+        fake.gate = threading.Event()
+        first = asyncio.create_task(
+            client.post("/model/predict", files={"image": ("a.png", held, "image/png")})
+        )
+        await asyncio.to_thread(fake.entered.wait, 5)  # inside the engine, its upload held
+        registry = app.state.metrics.registry
+        assert registry.get_sample_value("captioner_upload_bytes_held") > 80_000
+        refused = await client.post("/model/predict", files={"image": ("b.png", held, "image/png")})
+        small = await client.post(  # what still fits is served meanwhile
+            "/model/predict/batch", files={"image": ("c.png", png_bytes("blue"), "image/png")}
+        )
+        fake.gate.set()
+        assert (await first).status_code == 200
+        after = await client.post("/model/predict", files={"image": ("d.png", held, "image/png")})
+        metrics = (await client.get("/metrics")).text
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "2"
+    assert "memory budget" in refused.json()["message"]
+    assert small.status_code == 200
+    assert after.status_code == 200  # the budget came back
+    assert registry.get_sample_value("captioner_upload_bytes_held") == 0
+    assert 'captioner_rejections_total{reason="upload_budget"} 1.0' in metrics
+    assert fake.preprocessed == 3  # the refused body was never decoded
+
+
+async def test_uploads_are_held_in_memory_never_on_disk(
+    tmp_path: Path, fake: FakeCaptioner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 MB upload (multipart parsers usually spool past 1 MB) creates no temporary file."""
+    created: list[str] = []
+
+    def no_temporary_file(*args: object, **kwargs: object) -> None:
+        created.append("TemporaryFile")
+        raise AssertionError("an upload went to a temporary file")
+
+    # SpooledTemporaryFile rolls over to tempfile.TemporaryFile; mkstemp backs the others.
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_temporary_file)
+    monkeypatch.setattr(tempfile, "mkstemp", no_temporary_file)
+    big = png_bytes("red") + b"\0" * 3_000_000  # Pillow ignores bytes after the PNG's end
+    app = create_app(make_settings(tmp_path), captioner=fake)
+    async with serving(app) as client:
+        response = await client.post(
+            "/model/predict", files={"image": ("big.png", big, "image/png")}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["caption"] == "a red square"
+    assert created == []
+
+
+async def test_an_image_part_without_a_file_name_is_read_by_its_content_type(
+    client: httpx.AsyncClient,
+) -> None:
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="image"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + png_bytes("green") + b"\r\n--b--\r\n"
+    )
+    response = await client.post(
+        "/model/predict",
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["caption"] == "a green square"
+
+
+async def test_a_malformed_multipart_body_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/model/predict",
+        content=b"--b\r\nthis is no header line\r\n\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == "Input payload validation failed"
+
+
 # --- POST /model/predict/batch --------------------------------------------------------------
 
 
@@ -240,7 +328,7 @@ async def test_batch_route_refuses_too_many_files(tmp_path: Path, fake: FakeCapt
         files = [("image", (f"{i}.png", png_bytes("red"), "image/png")) for i in range(3)]
         response = await client.post("/model/predict/batch", files=files)
     assert response.status_code == 400
-    assert "at most 2 files" in response.json()["errors"]["image"]
+    assert "at most 2 images per request" in response.json()["errors"]["image"]
     assert fake.calls == []
 
 
@@ -308,6 +396,81 @@ async def test_openapi_and_docs_page(client: httpx.AsyncClient) -> None:
     assert "400" in responses and "422" not in responses  # validation errors are 400 here
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
+
+
+async def test_openapi_states_the_servers_real_bounds_and_answers(
+    tmp_path: Path, fake: FakeCaptioner
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        default_beam_size=2,
+        max_beam_size=7,
+        max_max_length=30,
+        max_files_per_batch_request=5,
+        max_upload_bytes=123_456,
+        max_image_pixels=999_999,
+    )
+    async with serving(create_app(settings, captioner=fake)) as client:
+        openapi = (await client.get("/openapi.json")).json()
+        swagger = (await client.get("/swagger.json")).json()
+    paths = openapi["paths"]
+    for route in ("/model/predict", "/model/predict/batch"):
+        operation = paths[route]["post"]
+        schemas = {p["name"]: p["schema"] for p in operation["parameters"]}
+        assert schemas["beam_size"] == {"type": "integer", "minimum": 1, "maximum": 7, "default": 2}
+        assert schemas["max_length"] == {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 30,
+            "default": 20,
+        }
+        form = operation["requestBody"]["content"]["multipart/form-data"]
+        image = form["schema"]["properties"]["image"]
+        assert "123456 bytes" in image["description"] and "999999 pixels" in image["description"]
+        assert "image/jpeg" in form["encoding"]["image"]["contentType"]
+        responses = operation["responses"]
+        assert {"200", "400", "408", "413", "500", "503", "504"} <= set(responses)
+        assert "Retry-After" in responses["503"]["headers"]
+    batch_image = paths["/model/predict/batch"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]["schema"]["properties"]["image"]
+    assert (batch_image["minItems"], batch_image["maxItems"]) == (1, 5)
+    ready = paths["/v2/health/ready"]["get"]["responses"]
+    assert ready["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/NotReady")
+    assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
+    for operations in paths.values():
+        for operation in operations.values():
+            assert "500" in operation["responses"] and "422" not in operation["responses"]
+    # The Swagger 2.0 document is derived from it: same bounds, still valid.
+    validate(swagger)
+    parameters = {p["name"]: p for p in swagger["paths"]["/model/predict"]["post"]["parameters"]}
+    assert (parameters["beam_size"]["minimum"], parameters["beam_size"]["maximum"]) == (1, 7)
+    retry = swagger["paths"]["/model/predict"]["post"]["responses"]["503"]["headers"]
+    assert retry["Retry-After"]["type"] == "integer"
+
+
+async def test_metrics_label_every_served_route_and_only_those(
+    tmp_path: Path, fake: FakeCaptioner
+) -> None:
+    app = create_app(make_settings(tmp_path), captioner=fake)
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    (mounted / "app.js").write_text("// js")
+    app.mount("/extra", StaticFiles(directory=mounted))  # a mounted app is a route too
+    page = f"/static/{page_bundle().digest}/favicon.svg"
+    async with serving(app) as client:
+        for path in ("/", "/docs", "/openapi.json", "/limits", page, "/extra/app.js"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.post("/openapi.json")).status_code == 405
+        for unknown in ("/nope", "/also/nope", "/extra-not"):
+            assert (await client.get(unknown)).status_code == 404
+        text = (await client.get("/metrics")).text
+    for route in ("/", "/docs", "/openapi.json", "/limits", "/static/{digest}/{name}"):
+        assert f'method="GET",route="{route}",status="200"}} 1.0' in text, route
+    assert 'method="GET",route="/extra/{path}",status="200"} 1.0' in text
+    assert 'method="POST",route="/openapi.json",status="405"} 1.0' in text
+    assert 'method="GET",route="unmatched",status="404"} 3.0' in text
+    assert "nope" not in text
 
 
 # --- health and metrics ----------------------------------------------------------------------

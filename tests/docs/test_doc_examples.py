@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -213,7 +215,9 @@ def reader_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_block(block: Block, cwd: Path, env: dict[str, str], port: int | None = None) -> None:
+def run_block(block: Block, cwd: Path, env: dict[str, str], port: int | None = None) -> str:
+    """Run each command line of ``block``; returns what the last one printed."""
+    stdout = ""
     for line in command_lines(block):
         if port is not None:
             line = line.replace("localhost:5000", f"127.0.0.1:{port}")
@@ -227,6 +231,25 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], port: int | None = N
         )
         assert done.returncode == 0, f"{block.where}: {line}\n{done.stdout}\n{done.stderr}"
         assert done.stdout.strip(), f"{block.where}: {line} printed nothing"
+        stdout = done.stdout
+    return stdout
+
+
+def documented_output(block: Block) -> dict[str, Any] | None:
+    """The JSON block right after ``block`` on its page, the answer the docs show, if any."""
+    following = [b for b in BLOCKS if b.page == block.page and b.line > block.line]
+    if following and following[0].lang == "json":
+        return dict(json.loads(following[0].text))
+    return None
+
+
+def assert_same_captions(actual: dict[str, Any], shown: dict[str, Any], where: str) -> None:
+    """The captions the docs show are the real ones, with probabilities as rounded there."""
+    pairs = list(zip(actual["predictions"], shown["predictions"], strict=True))
+    for real, documented in pairs:
+        assert real["caption"] == documented["caption"], where
+        for key in ("probability", "logprob"):
+            assert abs(real[key] - documented[key]) <= 5e-5, (where, key)
 
 
 RUN_BLOCKS = [pytest.param(b, id=b.where) for b in BLOCKS if b.marker == "run"]
@@ -267,7 +290,10 @@ def test_the_demo_server_answers_the_documented_requests(workdir: Path) -> None:
                 assert time.monotonic() < deadline, f"{block.where}: never ready"
                 time.sleep(0.2)
             for request in requests:
-                run_block(request, workdir, env, port=port)
+                output = run_block(request, workdir, env, port=port)
+                shown = documented_output(request)
+                if shown is not None:
+                    assert_same_captions(json.loads(output), shown, request.where)
         finally:
             process.terminate()
             process.wait(30)

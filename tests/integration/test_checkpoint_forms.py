@@ -21,7 +21,8 @@ from captioner.cli import cli
 from captioner.config import Settings
 from captioner.engine import Captioner
 
-PREFIX = "model.ckpt-4000"
+# The bundled checkpoint's prefix (its step changes when the demo model is retrained).
+PREFIX = next((DEMO_MODEL_DIR / "checkpoint").glob("*.index")).stem
 FORMS = [
     "",
     "checkpoint",

@@ -1,9 +1,10 @@
 """The bundled demo model: small, offline, and it says what the picture shows.
 
-Scenes are generated afresh with a seed that neither training nor the README's evaluation
+Scenes are generated afresh with a seed that neither training nor the docs' evaluations
 used, sent through the HTTP API as a client would, and each caption is parsed back into
 sizes, colours, shapes and relation and compared with the generator's own description of
-the scene, word by word.
+the scene, word by word. The bar is the demo's promise: at least 99% of captions exact.
+(``test_demo_independent.py`` checks it on pictures the generator did not draw.)
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from captioner.training.shapes import (
 
 pytestmark = pytest.mark.slow
 
-# Training used seed 1 and the README's figure seed 999; these are unseen by both.
+# Training used seed 1 and the docs' figures seeds 999 and 777; these are unseen by all.
 FRESH_SEED = 20_251_126
-SCENES = 50
+SCENES = 200
 BF16_SEED = 31_415_926
 BF16_SCENES = 200
 MAX_DEMO_BYTES = 10 * 1024 * 1024
@@ -115,9 +116,9 @@ def test_demo_model_captions_fresh_scenes_over_http(tmp_path: Path) -> None:
 
     report = {name: right / total for name, (right, total) in checks.items()}
     misses = [(a, s.caption) for a, s in zip(answers, scenes, strict=True) if a != s.caption]
-    assert exact >= 0.9 * SCENES, (exact, misses)
+    assert exact >= 0.99 * SCENES, (exact, misses)
     for name, rate in report.items():
-        assert rate >= 0.9, (name, report, misses)
+        assert rate >= 0.99, (name, report, misses)
 
 
 def test_demo_model_in_bf16_still_says_exactly_what_fresh_scenes_show(tmp_path: Path) -> None:

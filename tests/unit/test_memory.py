@@ -48,12 +48,12 @@ def test_only_matching_libraries_are_asked_for() -> None:
 def test_freed_heap_goes_back_to_the_system() -> None:
     figures = _run(
         "import json\n"
-        "from captioner.memory import resident_mib, return_freed_heap\n"
+        "from captioner.memory import release_free_memory, resident_mib\n"
         "blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MB in the C heap\n"
         "keep = blocks[-1]\n"
         "del blocks  # freed, but held by the heap below the last block\n"
         "before = resident_mib()\n"
-        "return_freed_heap()\n"
+        "release_free_memory()\n"
         "print(json.dumps({'before': before, 'after': resident_mib()}))"
     )
     assert figures["before"] - figures["after"] > 100, figures

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 
 from captioner.errors import InvalidImageError
 from captioner.preprocessing import (
+    PixelBudget,
     decode_image,
     detect_format,
     preprocess_image,
@@ -201,3 +204,77 @@ def test_decompression_bomb_header_is_refused_without_decoding() -> None:
     with pytest.raises(InvalidImageError, match="too many pixels to be decoded") as info:
         decode_image(_png_header_only(100_000, 100_000), max_pixels=LIMIT)
     assert info.value.too_large
+
+
+# --- memory: the two-pass resize and the pixel budget -------------------------------------
+
+
+def _one_pass_reference(image: np.ndarray) -> np.ndarray:
+    """The original's graph in one go: the whole image in float32, one resize."""
+    x = tf.cast(tf.constant(image), tf.float32) * tf.constant(1.0 / 255.0, tf.float32)
+    x = resize_bilinear_tf1(x[tf.newaxis], (346, 346))[0][23:322, 23:322]
+    return ((x - 0.5) * 2.0).numpy()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1), (299, 299), (346, 347), (347, 346), (480, 640), (2600, 3900), (1500, 9000), (9, 1400)],
+)
+def test_two_pass_resize_gives_the_original_values_bit_for_bit(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    got = preprocess_image(_encode(image, "PNG"), max_pixels=LIMIT * 10)
+    np.testing.assert_array_equal(got, _one_pass_reference(image))
+
+
+def test_two_pass_resize_holds_across_strip_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import captioner.preprocessing as preprocessing
+
+    image = np.random.default_rng(7).integers(0, 256, (1001, 700, 3), dtype=np.uint8)
+    expected = _one_pass_reference(image)
+    for strip_values in (700 * 3, 700 * 3 * 7, 700 * 3 * 1000):  # strips of 1, 7, 1000 rows
+        monkeypatch.setattr(preprocessing, "_STRIP_VALUES", strip_values)
+        got = preprocess_image(_encode(image, "PNG"), max_pixels=LIMIT)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_pixel_budget_bounds_what_threads_hold_at_once() -> None:
+    budget = PixelBudget(10)
+    lock = threading.Lock()
+    held = [0]
+    peak = [0]
+
+    def work(pixels: int) -> None:
+        with budget.hold(pixels):
+            with lock:
+                held[0] += pixels
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.01)
+            with lock:
+                held[0] -= pixels
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in (4, 4, 4, 6, 3, 25, 1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)  # 25 > 10 still ran, alone
+    assert peak[0] <= 25 and held[0] == 0
+    with budget.hold(10):  # everything was given back
+        pass
+
+
+def test_a_full_budget_delays_decoding_but_not_a_refusal() -> None:
+    budget = PixelBudget(1000)
+    small = _encode(np.zeros((20, 30, 3), np.uint8), "PNG")  # 600 pixels
+    too_big = _encode(np.zeros((40, 50, 3), np.uint8), "PNG")  # 2000 > max_pixels
+    done = threading.Event()
+    with budget.hold(1000):
+        with pytest.raises(InvalidImageError, match="more than the limit"):
+            preprocess_image(too_big, max_pixels=1500, budget=budget)  # no wait for room
+        waiting = threading.Thread(
+            target=lambda: (preprocess_image(small, max_pixels=1500, budget=budget), done.set())
+        )
+        waiting.start()
+        assert not done.wait(0.2)  # no room while the budget is full
+    assert done.wait(10)
+    waiting.join()

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import io
 
-from captioner.training.shapes import COLOURS, Background, Scene, Shape, render_scene
+from captioner.training.shapes import Background, Scene, Shape, render_scene
 
 __all__ = ["SCENES", "scene_png"]
 
 _SIDE = 320
+# One fill per colour name, inside the generator's range for that name.
+_FILLS = {
+    "red": (215, 35, 35),
+    "green": (35, 160, 55),
+    "blue": (35, 75, 215),
+    "yellow": (240, 205, 30),
+    "purple": (135, 55, 175),
+    "orange": (245, 125, 25),
+}
 _BACKGROUND = Background(
     pattern="plain", tones=((228, 226, 220), (228, 226, 220)), scale_px=40, angle=0.0
 )
@@ -20,7 +29,7 @@ _BACKGROUND = Background(
 
 def _shape(kind: str, colour: str, size: str, x: float, y: float) -> Shape:
     radius = (0.085 if size == "small" else 0.18) * _SIDE
-    return Shape(kind, colour, COLOURS[colour], size, x * _SIDE, y * _SIDE, radius)
+    return Shape(kind, colour, _FILLS[colour], size, x * _SIDE, y * _SIDE, radius)
 
 
 # name -> (shapes, relation): the described (small) shape first, as the grammar has it.
@@ -49,6 +58,8 @@ def scene_png(name: str) -> bytes:
         background=_BACKGROUND,
         shapes=shapes,
         relation=relation,
+        antialias=True,
+        blur_px=0.0,
         noise_sigma=0.0,
         noise_seed=0,
         image_format="PNG",

@@ -16,7 +16,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from captioner.api.errors import install_error_handlers
 from captioner.api.metrics import Metrics
-from captioner.api.middleware import AccessLogMiddleware, UploadLimitMiddleware
+from captioner.api.middleware import AccessLogMiddleware, UploadBudget, UploadGuardMiddleware
+from captioner.api.openapi import install_openapi
+from captioner.api.protocol import LIMITS_KEY, ConnectionLimits
 from captioner.api.routes import docs, health, limits, metrics, model, web
 from captioner.api.service import ModelService, ServingEngine
 from captioner.config import Settings, load_settings
@@ -26,7 +28,11 @@ __all__ = ["create_app"]
 _DESCRIPTION = (
     "Captions images with the Show and Tell (im2txt) model. The `/model/*` routes keep the "
     "IBM MAX Image Caption Generator contract; MAX's Swagger 2.0 document is at "
-    "`/swagger.json`."
+    '`/swagger.json`.\n\nEvery error is JSON, `{"status": "error", "message": ...}`: '
+    "404 for an unknown path, 405 (with `Allow`) for a method a path does not take, 413 for "
+    "any request body over the upload limit, 503 + `Retry-After` when the upload memory "
+    "budget is full, and 408 (then the connection is closed) for a request whose headers "
+    "or body arrive too slowly."
 )
 
 
@@ -56,11 +62,20 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
         settings, captioner=captioner, observer=app_metrics, on_ready_changed=ready_changed
     )
 
+    connection_limits = ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+        dropped=app_metrics.connection_dropped,
+        open_changed=app_metrics.open_connections.set,
+    )
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await service.start()
         try:
-            yield
+            # Lifespan state: the server hands it to each connection (captioner.api.protocol).
+            yield {LIMITS_KEY: connection_limits}
         finally:
             await service.aclose()
 
@@ -76,7 +91,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     app.state.service = service
     app.state.metrics = app_metrics
     install_error_handlers(app)
-    _document_400_not_422(app)
+    install_openapi(app, settings)
     for router in (
         model.router,
         health.router,
@@ -88,33 +103,16 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
         app.include_router(router)
 
     # Added innermost first: the access log sees every answer, CORS headers reach the 413s.
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        UploadGuardMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        budget=UploadBudget(settings.max_pending_upload_bytes, app_metrics.upload_bytes_held.set),
+    )
     if settings.cors_enable or settings.cors_origins:
         _add_cors(app, settings)
-    app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
+    app.add_middleware(AccessLogMiddleware, metrics=app_metrics, routes=app.routes)
     return app
-
-
-def _document_400_not_422(app: FastAPI) -> None:
-    """Drop FastAPI's automatic 422 entries from the OpenAPI document.
-
-    Validation failures are answered 400 in MAX's shape (documented per route), never 422.
-    """
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()
-            for operations in document.get("paths", {}).values():
-                for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
-            schemas = document.get("components", {}).get("schemas", {})
-            for name in ("HTTPValidationError", "ValidationError"):
-                schemas.pop(name, None)
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_cors(app: FastAPI, settings: Settings) -> None:

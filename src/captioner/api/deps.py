@@ -11,7 +11,7 @@ from captioner.api.service import ModelService
 from captioner.config import Settings
 from captioner.errors import InvalidRequestError
 
-__all__ = ["DecodeParams", "DecodeParamsDep", "ServiceDep", "SettingsDep"]
+__all__ = ["DecodeParams", "DecodeParamsDep", "ServiceDep", "SettingsDep", "decode_bounds"]
 
 
 def _settings(request: Request) -> Settings:
@@ -34,7 +34,19 @@ class DecodeParams:
     max_length: int
 
 
-def _bounded(name: str, value: int | None, default: int, upper: int) -> int:
+def decode_bounds(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Each decoding knob's default and largest value (the smallest is 1).
+
+    One table for both the check below and the OpenAPI document's bounds.
+    """
+    return {
+        "beam_size": (settings.default_beam_size, settings.max_beam_size),
+        "max_length": (settings.default_max_length, settings.max_max_length),
+    }
+
+
+def _bounded(name: str, value: int | None, bounds: dict[str, tuple[int, int]]) -> int:
+    default, upper = bounds[name]
     if value is None:
         return default
     if not 1 <= value <= upper:
@@ -46,20 +58,17 @@ def _decode_params(
     settings: SettingsDep,
     beam_size: Annotated[
         int | None,
-        Query(description="Beam width, also the most captions returned (1 to max_beam_size)."),
+        Query(description="Beam width, also the most captions returned."),
     ] = None,
     max_length: Annotated[
         int | None,
-        Query(description="Longest caption in words, end word included (1 to max_max_length)."),
+        Query(description="Longest caption in words, end word included."),
     ] = None,
 ) -> DecodeParams:
+    bounds = decode_bounds(settings)
     return DecodeParams(
-        beam_size=_bounded(
-            "beam_size", beam_size, settings.default_beam_size, settings.max_beam_size
-        ),
-        max_length=_bounded(
-            "max_length", max_length, settings.default_max_length, settings.max_max_length
-        ),
+        beam_size=_bounded("beam_size", beam_size, bounds),
+        max_length=_bounded("max_length", max_length, bounds),
     )
 
 

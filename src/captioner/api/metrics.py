@@ -11,7 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["REJECTION_REASONS", "Metrics"]
+__all__ = ["DROP_REASONS", "REJECTION_REASONS", "Metrics"]
 
 # Declared up front so each series exists (at 0) before its first rejection.
 REJECTION_REASONS = (
@@ -19,6 +19,8 @@ REJECTION_REASONS = (
     "invalid_image",
     "image_too_large",
     "upload_too_large",
+    "upload_budget",
+    "body_timeout",
     "queue_full",
     "not_ready",
     "deadline_exceeded",
@@ -26,6 +28,9 @@ REJECTION_REASONS = (
     "method_not_allowed",
     "internal_error",
 )
+
+# Why the server cut a connection off (see captioner.api.protocol).
+DROP_REASONS = ("header_timeout", "body_timeout", "connection_limit")
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
@@ -80,6 +85,25 @@ class Metrics:
             "Requests admitted and not yet running (decoding or waiting for a batch).",
             registry=self.registry,
         )
+        self.connections_dropped = Counter(
+            "captioner_connections_dropped",
+            "Connections the server closed: a request's headers or body too slow, or one "
+            "connection over the cap.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in DROP_REASONS:
+            self.connections_dropped.labels(reason=reason)
+        self.open_connections = Gauge(
+            "captioner_open_connections",
+            "Client connections open now.",
+            registry=self.registry,
+        )
+        self.upload_bytes_held = Gauge(
+            "captioner_upload_bytes_held",
+            "Request-body bytes admitted under max_pending_upload_bytes and not yet released.",
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "captioner_model_info",
             "1 for the model loaded, labelled with its name and the precision it runs in.",
@@ -122,6 +146,10 @@ class Metrics:
         self.request_latency.labels(route=route).observe(latency_s)
         if reason is not None:
             self.rejections.labels(reason=reason).inc()
+
+    def connection_dropped(self, reason: str) -> None:
+        """Record one connection the server closed, and why."""
+        self.connections_dropped.labels(reason=reason).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: the upload size cap, and per-request access logs and metrics.
+"""Pure ASGI middleware: the guard on request bodies, and per-request access logs and metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so the body streams through untouched and a
 client that leaves cancels nothing it should not.
@@ -6,83 +6,179 @@ client that leaves cancels nothing it should not.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from captioner.api.errors import error_body
 from captioner.api.metrics import Metrics
 
-__all__ = ["AccessLogMiddleware", "UploadLimitMiddleware"]
+__all__ = ["AccessLogMiddleware", "UploadBudget", "UploadGuardMiddleware"]
 
 access_logger = logging.getLogger("captioner.access")
 
+# Uploads are released as their requests are answered, a second or a few under load.
+_BUDGET_RETRY_AFTER_S = 2
 
-class _UploadTooLarge(Exception):
-    """Raised inside ``receive`` once the body passes the limit; never leaves the middleware."""
 
+class UploadBudget:
+    """The request-body bytes admitted and not yet released, against a capacity.
 
-class UploadLimitMiddleware:
-    """Answer 413 for a request body over ``max_bytes``, without reading it all.
-
-    A declared ``Content-Length`` over the limit is refused before a byte of the body
-    is read. A body without one (chunked) is counted as it streams and cut off at the
-    limit; whatever the app was doing with it, the client gets the 413.
+    Used from the event loop only, so it needs no lock.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, capacity: int, on_change: Callable[[int], None] | None = None) -> None:
+        self.capacity = capacity
+        self.reserved = 0
+        self._on_change = on_change
+
+    def try_reserve(self, size: int) -> bool:
+        """Reserve ``size`` bytes if they fit; False (nothing reserved) if not."""
+        if self.reserved + size > self.capacity:
+            return False
+        self._set(self.reserved + size)
+        return True
+
+    def release(self, size: int) -> None:
+        """Give back a reservation."""
+        self._set(self.reserved - size)
+
+    def _set(self, reserved: int) -> None:
+        self.reserved = reserved
+        if self._on_change is not None:
+            self._on_change(reserved)
+
+
+class _Refused(Exception):
+    """Raised inside ``receive`` to stop the app reading a body it must not get."""
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """An answer given instead of the app's: status, metrics reason, message, headers."""
+
+    status: int
+    reason: str
+    message: str
+    retry_after_s: int | None = None
+    # Closing at once with a body still coming makes the client's kernel see a reset, and
+    # most clients then report that instead of the answer. So a refusal for size or memory
+    # leaves the connection open: the server reads the rest of the body and discards it
+    # (holding none of it; the body deadline still applies). A too slow body is cut off.
+    close: bool = True
+
+    async def send(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["error_reason"] = self.reason
+        headers = {"Connection": "close"} if self.close else {}
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(self.retry_after_s)
+        response = JSONResponse(error_body(self.message), self.status, headers=headers)
+        await response(scope, receive, send)
+
+
+class UploadGuardMiddleware:
+    """Guard request bodies: their size (413), their pace (408) and their memory (503).
+
+    - A declared ``Content-Length`` over ``max_bytes`` is refused before a byte of the body
+      is read; a body without one (chunked) is counted as it streams and cut off there.
+    - A body not complete ``body_timeout_s`` after the request reached the app is cut off
+      (a total deadline, so trickling bytes does not extend it).
+    - Every body reserves its declared size (``max_bytes`` when undeclared) in ``budget``
+      until its request is answered; one that does not fit is refused at once.
+
+    Whatever the app was doing with a cut-off body, the client gets the refusal.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, body_timeout_s: float, budget: UploadBudget
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        if size is not None and size > self.max_bytes:
+            await self._too_large().send(scope, receive, send)
             return
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        reservation = size if size is not None else (self.max_bytes if chunked else 0)
+        if reservation and not self.budget.try_reserve(reservation):
+            await self._busy().send(scope, receive, send)
+            return
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            if reservation:
+                self.budget.release(reservation)
 
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         received = 0
-        exceeded = False
+        body_done = False
+        refusal: _Refusal | None = None
         refused = False
 
-        async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done, refusal
+            if body_done:  # later calls wait for a disconnect: no deadline for those
+                return await receive()
+            remaining_s = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining_s, 0.0))
+            except asyncio.TimeoutError:
+                refusal = self._too_slow()
+                raise _Refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    exceeded = True
-                    raise _UploadTooLarge
+                    refusal = self._too_large()
+                    raise _Refused
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal refused
-            if not exceeded:
+            if refusal is None:
                 await send(message)
             elif not refused:  # replace whatever the app answered to the cut-off body
                 refused = True
-                await self._refuse(scope, receive, send)
+                await refusal.send(scope, receive, send)
 
         try:
-            await self.app(scope, counting_receive, guarded_send)
+            await self.app(scope, guarded_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if refusal is None:
                 raise
-        if exceeded and not refused:
-            await self._refuse(scope, receive, send)
+        if refusal is not None and not refused:
+            await refusal.send(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope.setdefault("state", {})["error_reason"] = "upload_too_large"
-        body = error_body(f"the upload is larger than the limit of {self.max_bytes} bytes")
-        # Connection: close, since the rest of the body is never read.
-        response = JSONResponse(body, status_code=413, headers={"Connection": "close"})
-        await response(scope, receive, send)
+    def _too_large(self) -> _Refusal:
+        message = f"the upload is larger than the limit of {self.max_bytes} bytes"
+        return _Refusal(413, "upload_too_large", message, close=False)
+
+    def _too_slow(self) -> _Refusal:
+        message = f"the request's body did not arrive within {self.body_timeout_s:g} s"
+        return _Refusal(408, "body_timeout", message)
+
+    @staticmethod
+    def _busy() -> _Refusal:
+        message = "the server holds as many uploads as its memory budget allows; retry later"
+        return _Refusal(503, "upload_budget", message, _BUDGET_RETRY_AFTER_S, close=False)
 
 
 class AccessLogMiddleware:
@@ -90,17 +186,24 @@ class AccessLogMiddleware:
 
     The line is JSON: method, path, route template, status, latency in ms, the batch size
     the request's captions ran in (when it had any), the rejection reason (for errors).
+
+    The route label is the template of the route that served the request (``routes`` is
+    the app's live list, so routes added later count too): FastAPI's own routes name
+    themselves, the others (documentation pages, mounted static files) are matched here.
+    A path no route matches is "unmatched", so clients cannot grow the label set.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_scope = dict(scope)  # the router rewrites some keys of the one it is given
         status = 500  # if the app raises before answering, the server answers 500
 
         async def recording_send(message: Message) -> None:
@@ -112,17 +215,26 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            route = self._route_label(scope, request_scope)
+            self._record(scope, route, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, status: int, latency_s: float) -> None:
-        state = scope.get("state", {})
+    def _route_label(self, scope: Scope, request_scope: Scope) -> str:
         route = scope.get("route")
-        route_path = getattr(route, "path", None) or "unmatched"
+        if route is not None:
+            return str(route.path)
+        for candidate in self.routes:
+            match, _ = candidate.matches(request_scope)
+            if match is not Match.NONE:
+                return str(getattr(candidate, "path_format", "unmatched"))
+        return "unmatched"
+
+    def _record(self, scope: Scope, route: str, status: int, latency_s: float) -> None:
+        state = scope.get("state", {})
         reason = state.get("error_reason") if status >= 400 else None
         if status >= 500 and reason is None:
             reason = "internal_error"
         self.metrics.request_done(
-            route=route_path,
+            route=route,
             method=scope["method"],
             status=status,
             latency_s=latency_s,
@@ -131,7 +243,7 @@ class AccessLogMiddleware:
         record = {
             "method": scope["method"],
             "path": scope["path"],
-            "route": route_path,
+            "route": route,
             "status": status,
             "latency_ms": round(latency_s * 1000.0, 2),
             "batch_size": state.get("batch_size"),

@@ -10,9 +10,12 @@ __all__ = [
     "BatchItem",
     "BatchResponse",
     "ErrorResponse",
+    "Liveness",
     "ModelMetadata",
+    "NotReady",
     "PredictResponse",
     "Prediction",
+    "Readiness",
     "ServerLimits",
 ]
 
@@ -106,3 +109,23 @@ class ErrorResponse(BaseModel):
     errors: dict[str, str] | None = Field(
         None, description="For validation failures: parameter name -> what is wrong with it."
     )
+
+
+class Liveness(BaseModel):
+    """Body of ``GET /v2/health/live``."""
+
+    live: Literal[True] = True
+
+
+class Readiness(BaseModel):
+    """Body of a ready ``GET /v2/health/ready``."""
+
+    ready: Literal[True] = True
+
+
+class NotReady(BaseModel):
+    """Body of ``GET /v2/health/ready`` while loading, draining or failed."""
+
+    ready: Literal[False] = False
+    status: Literal["error"] = "error"
+    message: str = Field(description="Why: loading, draining, or the load error.")

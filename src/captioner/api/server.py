@@ -4,6 +4,9 @@ Plain uvicorn closes the listening socket at once on SIGTERM. Here the first sig
 starts a drain: readiness turns 503 (a load balancer stops sending), new caption requests
 get 503, admitted ones finish (up to ``drain_timeout_s``); then uvicorn shuts down as
 usual. A second signal shuts down at once.
+
+Connections are served by :class:`~captioner.api.protocol.GuardedH11Protocol`: deadlines
+for slow requests and a cap on open connections.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import uvicorn
 
 from captioner.api.app import create_app
 from captioner.api.logs import configure_logging
+from captioner.api.protocol import GuardedH11Protocol
 from captioner.api.service import ModelService, ModelState
 from captioner.config import Settings
 from captioner.errors import StartupError
@@ -102,6 +106,8 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # the app logs one richer line per request
+        http=GuardedH11Protocol,
+        ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
     )

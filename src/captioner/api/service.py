@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from captioner.batching import BatchObserver, Captioned, CaptionEngine, MicroBatcher
 from captioner.config import Settings
 from captioner.errors import CaptionerError, ModelNotReadyError
+from captioner.memory import release_free_memory, release_library_pages, resident_mib
 
 if TYPE_CHECKING:
     from captioner.engine import ModelInfo
@@ -184,6 +185,7 @@ class ModelService:
                 timeout_s=settings.request_timeout_s,
                 preprocess_threads=settings.preprocess_threads,
                 observer=self._observer,
+                on_idle=release_free_memory,  # after a burst, memory goes back to the system
             )
             # Compile on the worker thread that will run every batch.
             warmup_started = time.monotonic()
@@ -238,7 +240,6 @@ def _load_engine(settings: Settings) -> ServingEngine:
     loading and warm-up bring back what serving uses (see :mod:`captioner.memory`).
     """
     from captioner.engine import Captioner
-    from captioner.memory import release_library_pages, resident_mib
     from captioner.tf_runtime import import_tensorflow
 
     import_tensorflow(settings.log_level)

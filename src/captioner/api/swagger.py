@@ -1,10 +1,10 @@
 """MAX's ``/swagger.json``: the ``/model/*`` routes as a Swagger 2.0 document.
 
 Derived from FastAPI's own OpenAPI 3.1 document, so the routes are described once: this
-module only translates the shapes Swagger 2.0 spells differently (query parameters carry
-their type inline, multipart fields become ``formData`` parameters of type ``file``,
-``$ref`` targets move from ``components/schemas`` to ``definitions``, nullable fields
-lose their ``anyOf``).
+module only translates the shapes Swagger 2.0 spells differently (query parameters and
+response headers carry their type inline, multipart fields become ``formData`` parameters
+of type ``file``, ``$ref`` targets move from ``components/schemas`` to ``definitions``,
+nullable fields lose their ``anyOf``).
 """
 
 from __future__ import annotations
@@ -123,6 +123,12 @@ def _response(response: JSON) -> JSON:
     media = content.get("application/json") or next(iter(content.values()), None)
     if media and media.get("schema"):
         result["schema"] = _schema(media["schema"])
+    headers = response.get("headers", {})
+    if headers:  # Swagger 2.0 puts a header's type on the header itself
+        result["headers"] = {
+            name: {"description": header.get("description", ""), **_schema(header["schema"])}
+            for name, header in headers.items()
+        }
     return result
 
 

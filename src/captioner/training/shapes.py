@@ -1,6 +1,6 @@
 """Procedural shape scenes with exactly true captions: a dataset a small model can master.
 
-A scene holds one or two flat shapes on a low-saturation background. Its caption follows a
+A scene holds one or two shapes on a low-saturation background. Its caption follows a
 fixed grammar over a 21-word vocabulary::
 
     a {small|large} {colour} {shape} .
@@ -12,18 +12,30 @@ follows from the picture and an exact caption is learnable. The relation is the 
 shapes are separated on, with a gap between them and little offset across, so it is never
 a judgement call.
 
-Every image is later stretched to 346x346 and centre-cropped to 299x299 by the model
-(SPEC: preprocessing), which cuts about 7% off each side: shapes stay clear of an 8%
-margin. Sizes are fractions of the geometric mean side, which is what sets their share of
-the stretched square whatever the aspect ratio.
+Everything that does not change the caption varies, so that a model learns shapes and
+colours rather than one way of drawing them: the frame's size and aspect ratio (1:2 to
+2:1), the background (plain, gradient, stripes, checkers, blotches or speckle, of any tone
+from black to white), each colour within its name's range (:data:`COLOURS`), filled or
+outlined-only shapes, outlines of another tone round filled ones, small rotations of
+squares, triangles and stars, a star's depth and a triangle's height, drawing with or
+without anti-aliasing, blur, pixel noise, and PNG or JPEG of any quality from 30 to 95.
+
+Sizes: a shape's extent is half the longer side of its bounding box, as a fraction of the
+frame's geometric mean side ``sqrt(width * height)``, which sets its share of the picture
+once the model stretches it to a square. "small" spans 0.045 to 0.10 and "large" 0.14 to
+0.30 (less where the frame is too narrow), so the two sizes never meet. The model stretches
+every image to 346x346 and centre-crops 299x299 (SPEC: preprocessing), which cuts about 7%
+off each side: shapes stay clear of an 8% margin.
 
 Everything random comes from one :class:`numpy.random.Generator`: scene ``i`` of seed
 ``s`` is drawn from :func:`scene_rng` ``(s, i)``, so a dataset is reproducible image by
-image, byte for byte, and a longer run starts with the images of a shorter one.
+image, byte for byte, and a longer run starts with the images of a shorter one. Drawing is
+:mod:`captioner.training.shape_drawing`'s job (:func:`render_scene`).
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import os
@@ -31,14 +43,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from captioner.preprocessing import RESIZE_SIZE
+from captioner.training.shape_drawing import render_scene
 
 __all__ = [
     "COLOURS",
+    "PATTERNS",
     "RELATIONS",
     "SHAPE_KINDS",
     "SIZES",
+    "SIZE_EXTENTS",
     "Background",
+    "ColourRange",
     "Scene",
     "Shape",
     "generate_scene",
@@ -48,42 +66,81 @@ __all__ = [
     "write_dataset",
 ]
 
-# Saturated, well separated hues; backgrounds stay far below this saturation.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35),
-    "green": (35, 160, 55),
-    "blue": (35, 75, 215),
-    "yellow": (240, 205, 30),
-    "purple": (135, 55, 175),
-    "orange": (245, 125, 25),
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ColourRange:
+    """The fills one colour name covers, in HSV.
+
+    Attributes:
+        hue: Lowest and highest hue in degrees; red's starts below 0 (it wraps round).
+        saturation: Lowest and highest saturation, 0..1.
+        value: Lowest and highest value (brightness), 0..1.
+    """
+
+    hue: tuple[float, float]
+    saturation: tuple[float, float]
+    value: tuple[float, float]
+
+
+# Each name's hues are at least 6 degrees from its neighbours'; together with
+# _MIN_CHROMA this keeps every fill far more saturated than any background.
+COLOURS: dict[str, ColourRange] = {
+    "red": ColourRange(hue=(-14, 6), saturation=(0.7, 1.0), value=(0.6, 1.0)),
+    "green": ColourRange(hue=(95, 155), saturation=(0.55, 1.0), value=(0.45, 0.95)),
+    "blue": ColourRange(hue=(200, 245), saturation=(0.6, 1.0), value=(0.5, 1.0)),
+    "yellow": ColourRange(hue=(48, 62), saturation=(0.7, 1.0), value=(0.85, 1.0)),
+    "purple": ColourRange(hue=(262, 305), saturation=(0.45, 1.0), value=(0.45, 0.9)),
+    "orange": ColourRange(hue=(22, 42), saturation=(0.75, 1.0), value=(0.85, 1.0)),
 }
 SHAPE_KINDS = ("circle", "square", "triangle", "star")
 SIZES = ("small", "large")
 RELATIONS = ("to the left of", "to the right of", "above", "below")
+PATTERNS = ("plain", "gradient", "stripes", "checkers", "blotches", "speckle")
+# A shape's extent (half its bounding box's longer side) over sqrt(width * height).
+SIZE_EXTENTS = {"small": (0.045, 0.10), "large": (0.14, 0.30)}
 
-# Shape radius (half the bounding box) as a fraction of sqrt(width * height). The smallest
-# large shape is 1.68x the largest small one, so the two sizes never meet.
-_RADIUS_FRACTION = {"small": (0.07, 0.095), "large": (0.16, 0.20)}
+# A fill's chroma (largest minus smallest channel) is at least this; a background's at
+# most 2 * _MAX_TINT.
+_MIN_CHROMA = 70
+_MAX_TINT = 12
 # Share of each side kept clear: the model's centre crop removes 6.8% per side.
 _MARGIN_FRACTION = 0.08
 # Gap between two shapes' bounding boxes along their axis, as a fraction of sqrt(w * h).
 _MIN_GAP_FRACTION = 0.04
 # Across the axis, centres differ by at most this share of their distance along it.
 _MAX_CROSS_OFFSET = 0.25
-_SIDE_RANGE_PX = (160, 480)
-_MAX_ASPECT = 1.6
+_MEAN_SIDE_RANGE_PX = (180, 600)
+_MAX_ASPECT = 2.0
 _TWO_SHAPE_PROBABILITY = 0.6
-_COLOUR_JITTER = 10
-_MAX_NOISE_SIGMA = 6.0
-_JPEG_QUALITY_RANGE = (85, 95)
-_PATTERNS = ("plain", "stripes", "checkers", "gradient", "blotches")
-# Square half-side and star inner radius, relative to the shape radius.
-_SQUARE_HALF_SIDE = 0.8
-_STAR_INNER_RADIUS = 0.45
-# Shapes are drawn at this multiple of the image resolution, then box-filtered down.
-_SUPERSAMPLING = 4
-
-RGB = tuple[int, int, int]
+# Largest rotation either way, in degrees, and the range of each kind's proportion.
+_MAX_ROTATION_DEG = {"circle": 0.0, "square": 15.0, "triangle": 10.0, "star": 20.0}
+_PROPORTION_RANGE = {
+    "circle": (1.0, 1.0),
+    "square": (1.0, 1.0),
+    "triangle": (0.75, 1.0),  # height over base
+    "star": (0.38, 0.55),  # inner radius over outer
+}
+# Shares of outlined-only shapes and of filled shapes with an edge of another tone.
+_HOLLOW_PROBABILITY = 0.2
+_EDGED_PROBABILITY = 0.2
+# An outline-only shape's line: 12% to 30% of its extent (stars: at most 15%, so their
+# points stay open), and never under 0.9% of sqrt(w * h), about 3 pixels once resized.
+_HOLLOW_LINE_RANGE = (0.12, 0.30)
+_HOLLOW_STAR_MAX_LINE = 0.15
+_MIN_LINE_FRACTION = 0.009
+_EDGE_LINE_RANGE = (0.03, 0.12)
+_ANTIALIAS_PROBABILITY = 0.5
+_BLUR_PROBABILITY = 0.4
+# Blur sigma in pixels of the model's view (the frame resized to RESIZE_SIZE square),
+# converted to the frame's scale.
+_BLUR_RANGE = (0.3, 1.5)
+_NOISE_PROBABILITY = 0.5
+_NOISE_SIGMA_RANGE = (1.0, 12.0)
+_JPEG_PROBABILITY = 0.5
+_JPEG_QUALITY_RANGE = (30, 95)
+_MAX_TONE_STEP = 60
 
 
 @dataclass(frozen=True)
@@ -93,12 +150,19 @@ class Shape:
     Attributes:
         kind: One of :data:`SHAPE_KINDS`.
         colour: Its name in :data:`COLOURS`.
-        rgb: The fill actually used (the named colour, slightly jittered).
+        rgb: Its colour: the fill, or the outline of a shape that is not filled.
         size: ``"small"`` or ``"large"``.
-        centre_x: Centre column in pixels (the triangle's apex is up, so its centroid is
-            a little below this point, which is still well inside it).
-        centre_y: Centre row in pixels, downwards.
-        radius: Half the side of the square box the shape is drawn in, in pixels.
+        centre_x: Column of its bounding box's centre, in pixels.
+        centre_y: Row of its bounding box's centre, in pixels, downwards.
+        radius: Its extent: half the longer side of its bounding box, in pixels.
+        rotation: Clockwise turn in radians (0 for circles; an unturned triangle or
+            star points up).
+        proportion: A triangle's height over its base, a star's inner radius over its
+            outer one; unused for circles and squares. None: the usual one (0.9 for a
+            triangle, 0.45 for a star), for shapes placed by hand.
+        filled: Whether the inside is painted; if not, only an outline in ``rgb`` is.
+        edge: The colour of an outline round a filled shape, or None for none.
+        line_px: Width of the outline (``edge``, or the outline of an unfilled shape).
     """
 
     kind: str
@@ -108,6 +172,11 @@ class Shape:
     centre_x: float
     centre_y: float
     radius: float
+    rotation: float = 0.0
+    proportion: float | None = None
+    filled: bool = True
+    edge: RGB | None = None
+    line_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +184,7 @@ class Background:
     """A low-saturation backdrop.
 
     Attributes:
-        pattern: One of ``plain``, ``stripes``, ``checkers``, ``gradient``, ``blotches``.
+        pattern: One of :data:`PATTERNS`; ``speckle`` mixes the tones pixel by pixel.
         tones: The two colours it mixes (``plain`` uses the first).
         scale_px: Stripe period, checker cell or blotch size, in pixels.
         angle: Direction of stripes and gradients, in radians.
@@ -138,8 +207,10 @@ class Scene:
         shapes: One shape, or two: the described (small) one first, the landmark second.
         relation: Where the first shape is relative to the second (one of
             :data:`RELATIONS`), or None for one shape.
+        antialias: Whether shape edges are anti-aliased (else every pixel is in or out).
+        blur_px: Gaussian blur radius applied to the drawn image, 0 for none.
         noise_sigma: Standard deviation of the Gaussian pixel noise, in 0..255 units.
-        noise_seed: Seed of the noise and of the blotch texture, so drawing is a pure
+        noise_seed: Seed of the noise and of the random textures, so drawing is a pure
             function of the scene.
         image_format: ``"JPEG"`` or ``"PNG"``.
         jpeg_quality: JPEG quality (unused for PNG).
@@ -150,6 +221,8 @@ class Scene:
     background: Background
     shapes: tuple[Shape, ...]
     relation: str | None
+    antialias: bool
+    blur_px: float
     noise_sigma: float
     noise_seed: int
     image_format: str
@@ -164,6 +237,11 @@ class Scene:
             second = self.shapes[1]
             text += f" {self.relation} a {second.size} {second.colour} {second.kind}"
         return text + " ."
+
+    @property
+    def mean_side(self) -> float:
+        """``sqrt(width * height)``, the unit of shape extents."""
+        return math.sqrt(self.width * self.height)
 
     @property
     def file_suffix(self) -> str:
@@ -185,68 +263,126 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     Returns:
         The scene; :func:`render_scene` draws it, :attr:`Scene.caption` describes it.
     """
-    height = int(rng.integers(_SIDE_RANGE_PX[0], _SIDE_RANGE_PX[1] + 1))
+    mean_side = rng.uniform(*_MEAN_SIDE_RANGE_PX)
     aspect = math.exp(rng.uniform(-math.log(_MAX_ASPECT), math.log(_MAX_ASPECT)))
-    width = int(np.clip(round(height * aspect), *_SIDE_RANGE_PX))
+    width = round(mean_side * math.sqrt(aspect))
+    height = round(mean_side / math.sqrt(aspect))
     background = _sample_background(rng)
+    shapes: tuple[Shape, ...]
+    relation: str | None
     if rng.random() < _TWO_SHAPE_PROBABILITY:
         shapes, relation = _sample_pair(rng, width, height)
     else:
         size = SIZES[int(rng.integers(len(SIZES)))]
         shapes, relation = (_sample_single(rng, width, height, size),), None
+    # Amounts are drawn whether used or not, so every scene takes as many draws.
+    blurred = rng.random() < _BLUR_PROBABILITY
+    blur_px = rng.uniform(*_BLUR_RANGE) * math.sqrt(width * height) / RESIZE_SIZE
+    noisy = rng.random() < _NOISE_PROBABILITY
+    noise_sigma = rng.uniform(*_NOISE_SIGMA_RANGE)
     return Scene(
         width=width,
         height=height,
         background=background,
         shapes=shapes,
         relation=relation,
-        noise_sigma=float(rng.uniform(0.0, _MAX_NOISE_SIGMA)),
+        antialias=bool(rng.random() < _ANTIALIAS_PROBABILITY),
+        blur_px=float(blur_px) if blurred else 0.0,
+        noise_sigma=float(noise_sigma) if noisy else 0.0,
         noise_seed=int(rng.integers(2**31)),
-        image_format="JPEG" if rng.random() < 0.5 else "PNG",
+        image_format="JPEG" if rng.random() < _JPEG_PROBABILITY else "PNG",
         jpeg_quality=int(rng.integers(_JPEG_QUALITY_RANGE[0], _JPEG_QUALITY_RANGE[1] + 1)),
     )
 
 
 def _sample_background(rng: np.random.Generator) -> Background:
-    """A pattern of two grey or faintly tinted tones, one light and one darker."""
-    base = rng.uniform(40, 225)
+    """Two grey or faintly tinted tones of any brightness, up to 60 levels apart.
+
+    The base level is drawn a little beyond 0..255 and clipped, so pure black and pure
+    white backdrops are common rather than vanishingly rare.
+    """
+    base = rng.uniform(-20, 275)
+    tinted = rng.random() < 0.5
     tones = []
-    for offset in (0.0, rng.uniform(-45, 45)):
-        level = np.clip(base + offset, 30, 235)
-        # A tint of at most 12 levels per channel keeps saturation far from any shape's.
-        tint = rng.uniform(-12, 12, size=3)
-        tones.append(tuple(int(v) for v in np.clip(np.rint(level + tint), 0, 255)))
+    for offset in (0.0, rng.uniform(-_MAX_TONE_STEP, _MAX_TONE_STEP)):
+        tint = rng.uniform(-_MAX_TINT, _MAX_TINT, size=3) if tinted else np.zeros(3)
+        rgb = np.clip(np.rint(np.clip(base + offset, 0, 255) + tint), 0, 255)
+        tones.append((int(rgb[0]), int(rgb[1]), int(rgb[2])))
     return Background(
-        pattern=_PATTERNS[int(rng.integers(len(_PATTERNS)))],
+        pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
         tones=(tones[0], tones[1]),
-        scale_px=int(rng.integers(8, 41)),
-        angle=float(rng.choice([0.0, 0.25, 0.5, 0.75]) * math.pi),
+        scale_px=int(rng.integers(6, 41)),
+        angle=float(rng.uniform(0.0, 2 * math.pi)),
     )
 
 
-def _sample_style(rng: np.random.Generator) -> tuple[str, str, RGB]:
-    """A kind, a colour name and its jittered fill."""
+def _sample_colour(rng: np.random.Generator, name: str) -> RGB:
+    """A fill within the name's range, redrawn until its chroma is at least _MIN_CHROMA."""
+    limits = COLOURS[name]
+    while True:
+        hue = rng.uniform(*limits.hue) % 360 / 360
+        rgb = colorsys.hsv_to_rgb(hue, rng.uniform(*limits.saturation), rng.uniform(*limits.value))
+        channels = [round(255 * c) for c in rgb]
+        if max(channels) - min(channels) >= _MIN_CHROMA:
+            return channels[0], channels[1], channels[2]
+
+
+def _sample_shape(
+    rng: np.random.Generator, size: str, radius: float, centre: tuple[float, float], mean: float
+) -> Shape:
+    """Kind, colour and way of drawing of a shape whose place and extent are known."""
     kind = SHAPE_KINDS[int(rng.integers(len(SHAPE_KINDS)))]
     colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-    jitter = rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3)
-    rgb = np.clip(np.array(COLOURS[colour]) + jitter, 0, 255)
-    return kind, colour, (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    rgb = _sample_colour(rng, colour)
+    turn = math.radians(_MAX_ROTATION_DEG[kind])
+    rotation = float(rng.uniform(-turn, turn))
+    proportion = float(rng.uniform(*_PROPORTION_RANGE[kind]))
+    style = rng.random()
+    filled, edge, line_px = True, None, 0.0
+    if style < _HOLLOW_PROBABILITY:
+        high = _HOLLOW_STAR_MAX_LINE if kind == "star" else _HOLLOW_LINE_RANGE[1]
+        line = rng.uniform(_HOLLOW_LINE_RANGE[0], high) * radius
+        filled, line_px = False, max(line, _MIN_LINE_FRACTION * mean)
+    elif style < _HOLLOW_PROBABILITY + _EDGED_PROBABILITY:
+        if rng.random() < 0.5:  # a grey from black to white
+            level = int(rng.integers(256))
+            edge = (level, level, level)
+        else:  # a darker shade of the fill
+            shade = rng.uniform(0.3, 0.7)
+            edge = (round(rgb[0] * shade), round(rgb[1] * shade), round(rgb[2] * shade))
+        line_px = max(rng.uniform(*_EDGE_LINE_RANGE) * radius, 1.0)
+    return Shape(
+        kind,
+        colour,
+        rgb,
+        size,
+        centre[0],
+        centre[1],
+        radius,
+        rotation,
+        proportion,
+        filled,
+        edge,
+        float(line_px),
+    )
 
 
-def _sample_radius(rng: np.random.Generator, size: str, width: int, height: int) -> float:
-    low, high = _RADIUS_FRACTION[size]
-    return float(rng.uniform(low, high) * math.sqrt(width * height))
+def _sample_extent(rng: np.random.Generator, size: str, mean: float, room: float) -> float:
+    """An extent in pixels of the size's range, capped at ``room`` (never below the range)."""
+    low, high = SIZE_EXTENTS[size]
+    return float(rng.uniform(low * mean, max(low * mean, min(high * mean, room))))
 
 
 def _sample_single(rng: np.random.Generator, width: int, height: int, size: str) -> Shape:
     """One shape anywhere inside the safe region."""
-    kind, colour, rgb = _sample_style(rng)
-    radius = _sample_radius(rng, size, width, height)
+    mean = math.sqrt(width * height)
+    room = (0.5 - _MARGIN_FRACTION) * min(width, height)
+    radius = _sample_extent(rng, size, mean, room)
     centre = []
     for side in (width, height):
         margin = _MARGIN_FRACTION * side
         centre.append(float(rng.uniform(margin + radius, side - margin - radius)))
-    return Shape(kind, colour, rgb, size, centre[0], centre[1], radius)
+    return _sample_shape(rng, size, radius, (centre[0], centre[1]), mean)
 
 
 def _sample_pair(
@@ -254,16 +390,25 @@ def _sample_pair(
 ) -> tuple[tuple[Shape, Shape], str]:
     """A small shape and a large one, separated along a random axis.
 
-    Along the axis, the free space left after both boxes and the minimum gap is cut at
-    two uniform points into the space before, between and after them; across it, the
+    The large shape's extent is capped so that both fit along the axis (on the shorter
+    axis of a narrow frame the cap can be below the large range; then the longer axis is
+    used). Along the axis, the free space left after both boxes and the minimum gap is cut
+    at two uniform points into the space before, between and after them; across it, the
     small shape's centre stays close to the large one's.
     """
-    small_r = _sample_radius(rng, "small", width, height)
-    large_r = _sample_radius(rng, "large", width, height)
+    mean = math.sqrt(width * height)
+    gap = _MIN_GAP_FRACTION * mean
+    small_r = _sample_extent(rng, "small", mean, math.inf)
     horizontal = bool(rng.random() < 0.5)
+    room = {}
+    for axis, (along, across) in ((True, (width, height)), (False, (height, width))):
+        along_room = ((1 - 2 * _MARGIN_FRACTION) * along - gap) / 2 - small_r
+        room[axis] = min(along_room, (0.5 - _MARGIN_FRACTION) * across)
+    if room[horizontal] < SIZE_EXTENTS["large"][0] * mean:
+        horizontal = not horizontal
+    large_r = _sample_extent(rng, "large", mean, room[horizontal])
     along, across = (width, height) if horizontal else (height, width)
     margin = _MARGIN_FRACTION * along
-    gap = _MIN_GAP_FRACTION * math.sqrt(width * height)
     slack = (along - 2 * margin) - (2 * small_r + 2 * large_r + gap)
     before, after = np.sort(rng.uniform(0.0, slack, size=2))
     small_first = bool(rng.random() < 0.5)
@@ -285,87 +430,9 @@ def _sample_pair(
     else:
         relation = "above" if small_first else "below"
         small_xy, large_xy = (small_across, small_along), (large_across, large_along)
-    small = Shape(*_sample_style(rng), "small", *map(float, small_xy), small_r)
-    large = Shape(*_sample_style(rng), "large", *map(float, large_xy), large_r)
+    small = _sample_shape(rng, "small", small_r, (float(small_xy[0]), float(small_xy[1])), mean)
+    large = _sample_shape(rng, "large", large_r, (float(large_xy[0]), float(large_xy[1])), mean)
     return (small, large), relation
-
-
-def render_scene(scene: Scene) -> Image.Image:
-    """Draw a scene: background, anti-aliased shapes, then Gaussian noise.
-
-    Args:
-        scene: From :func:`sample_scene`. Drawing the same scene twice gives the same
-            pixels.
-
-    Returns:
-        An RGB image of ``scene.width`` x ``scene.height``.
-    """
-    rng = np.random.default_rng(scene.noise_seed)
-    pixels = _paint_background(scene.background, scene.width, scene.height, rng)
-    for shape in scene.shapes:
-        _paint_shape(pixels, shape)
-    if scene.noise_sigma > 0:
-        pixels += scene.noise_sigma * rng.standard_normal(pixels.shape, dtype=np.float32)
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-
-
-def _paint_background(
-    background: Background, width: int, height: int, rng: np.random.Generator
-) -> np.ndarray:
-    """The backdrop as float32 ``[height, width, 3]`` in [0, 255]."""
-    # A row and a column that broadcast to the full grid only where a pattern needs it.
-    xs = np.arange(width, dtype=np.float32)[None, :]
-    ys = np.arange(height, dtype=np.float32)[:, None]
-    along = xs * math.cos(background.angle) + ys * math.sin(background.angle)
-    scale = background.scale_px
-    if background.pattern == "plain":
-        mix = np.zeros((height, width), np.float32)
-    elif background.pattern == "stripes":
-        mix = np.floor(along / (scale / 2)) % 2
-    elif background.pattern == "checkers":
-        mix = (np.floor(xs / scale) + np.floor(ys / scale)) % 2
-    elif background.pattern == "gradient":
-        mix = (along - along.min()) / max(float(np.ptp(along)), 1.0)
-    else:  # blotches: a coarse random grid, smoothly upsampled
-        grid = rng.random((height // scale + 2, width // scale + 2), dtype=np.float32)
-        mix = np.asarray(Image.fromarray(grid).resize((width, height), Image.BILINEAR))
-    tone_a, tone_b = (np.array(tone, np.float32) for tone in background.tones)
-    return tone_a + np.broadcast_to(mix, (height, width))[..., None] * (tone_b - tone_a)
-
-
-def _paint_shape(pixels: np.ndarray, shape: Shape) -> None:
-    """Blend one shape into ``pixels`` (float32 ``[H, W, 3]``) through a coverage mask."""
-    height, width = pixels.shape[:2]
-    x0 = max(int(shape.centre_x - shape.radius) - 1, 0)
-    y0 = max(int(shape.centre_y - shape.radius) - 1, 0)
-    x1 = min(math.ceil(shape.centre_x + shape.radius) + 2, width)
-    y1 = min(math.ceil(shape.centre_y + shape.radius) + 2, height)
-    ss = _SUPERSAMPLING
-    mask = Image.new("L", ((x1 - x0) * ss, (y1 - y0) * ss), 0)
-    draw = ImageDraw.Draw(mask)
-    cx, cy, r = (shape.centre_x - x0) * ss, (shape.centre_y - y0) * ss, shape.radius * ss
-    if shape.kind == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
-    else:
-        draw.polygon(_outline(shape.kind, cx, cy, r), fill=255)
-    coverage = np.asarray(mask.reduce(ss), np.float32)[..., None] / 255.0
-    region = pixels[y0:y1, x0:x1]
-    region += coverage * (np.array(shape.rgb, np.float32) - region)
-
-
-def _outline(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    """Polygon vertices of a square, an apex-up triangle or a five-pointed star."""
-    if kind == "square":
-        h = _SQUARE_HALF_SIDE * r
-        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
-    if kind == "triangle":
-        return [(cx, cy - r), (cx + r, cy + 0.8 * r), (cx - r, cy + 0.8 * r)]
-    points = []
-    for k in range(10):
-        angle = -math.pi / 2 + k * math.pi / 5
-        reach = r if k % 2 == 0 else _STAR_INNER_RADIUS * r
-        points.append((cx + reach * math.cos(angle), cy + reach * math.sin(angle)))
-    return points
 
 
 def generate_scene(rng: np.random.Generator) -> tuple[Image.Image, str]:

@@ -39,7 +39,14 @@ _DOCS_HTML = """<!doctype html>
 """
 
 
-@router.get("/swagger.json", response_class=JSONResponse)
+_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+
+
+@router.get(
+    "/swagger.json",
+    response_class=JSONResponse,
+    responses={200: {"description": "A Swagger 2.0 document.", "content": _OBJECT}},
+)
 async def swagger(request: Request) -> JSONResponse:
     """The ``/model/*`` routes as a Swagger 2.0 document, as MAX served it."""
     if not hasattr(request.app.state, "swagger"):

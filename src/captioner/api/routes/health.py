@@ -7,19 +7,24 @@ from fastapi.responses import JSONResponse
 
 from captioner.api.deps import ServiceDep
 from captioner.api.errors import error_body
+from captioner.api.schemas import Liveness, NotReady, Readiness
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v2/health", tags=["health"])
 
 
-@router.get("/live")
-async def live() -> dict[str, bool]:
+@router.get("/live", response_model=Liveness)
+async def live() -> Liveness:
     """200 while the process answers; never touches the model."""
-    return {"live": True}
+    return Liveness()
 
 
-@router.get("/ready", responses={503: {"description": "Loading, draining or failed."}})
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": NotReady, "description": "Loading, draining or failed."}},
+)
 async def ready(request: Request, service: ServiceDep) -> JSONResponse:
     """200 only when the model is loaded and the server is not draining.
 

@@ -9,7 +9,14 @@ __all__ = ["router"]
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response)
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "The Prometheus text format.", "content": _TEXT}},
+)
 async def metrics(request: Request) -> Response:
     """Request counts, rejections, batch sizes, queue wait and depth, inference time."""
     payload, content_type = request.app.state.metrics.render()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Request
 
 from captioner.api.deps import DecodeParamsDep, ServiceDep, SettingsDep
 from captioner.api.errors import rule_for
@@ -17,7 +17,7 @@ from captioner.api.schemas import (
     Prediction,
     PredictResponse,
 )
-from captioner.errors import InvalidRequestError
+from captioner.api.uploads import read_images
 
 if TYPE_CHECKING:
     from captioner.engine import Caption, ModelInfo
@@ -26,10 +26,22 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/model", tags=["model"])
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds after which a retry may succeed.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_NOT_READY = {
+    "model": ErrorResponse,
+    "description": "Loading, draining, or the queue or the upload memory budget is full.",
+    "headers": _RETRY_AFTER,
+}
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Missing or unreadable image, bad parameter."},
+    408: {"model": ErrorResponse, "description": "The body did not arrive within the deadline."},
     413: {"model": ErrorResponse, "description": "Upload or image too large."},
-    503: {"model": ErrorResponse, "description": "Queue full, loading or draining."},
+    503: _NOT_READY,
     504: {"model": ErrorResponse, "description": "Waited in the queue past the deadline."},
 }
 
@@ -90,26 +102,46 @@ def _predictions(captions: Sequence[Caption]) -> list[Prediction]:
     ]
 
 
-@router.get("/metadata", response_model=ModelMetadata, responses={503: _ERRORS[503]})
+@router.get(
+    "/metadata",
+    response_model=ModelMetadata,
+    responses={503: {**_NOT_READY, "description": "Loading or draining."}},
+)
 async def metadata(service: ServiceDep) -> ModelMetadata:
     """Describe the loaded model (MAX's six fields)."""
     return _metadata_for(service.info)
 
 
-@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+def _multipart_body(image: Mapping[str, object]) -> dict[str, object]:
+    """The route's ``requestBody`` (the routes read it themselves, see ``uploads``)."""
+    schema = {"type": "object", "properties": {"image": image}, "required": ["image"]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
+
+
+_FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_multipart_body(_FILE),
+)
 async def predict(
-    request: Request,
-    service: ServiceDep,
-    params: DecodeParamsDep,
-    image: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF or BMP.")],
+    request: Request, service: ServiceDep, params: DecodeParamsDep
 ) -> PredictResponse:
-    """Caption one image: up to `beam_size` captions, best first.
+    """Caption one image (a part named `image`): up to `beam_size` captions, best first.
 
     The declared content type of the part is ignored: the bytes decide.
     """
-    data = await image.read()
+    (image,) = await read_images(request, max_images=1)
     captioned = await service.caption(
-        data, beam_size=params.beam_size, max_length=params.max_length
+        image.data, beam_size=params.beam_size, max_length=params.max_length
     )
     request.state.batch_size = captioned.batch_size
     return PredictResponse(predictions=_predictions(captioned.captions))
@@ -120,28 +152,18 @@ async def predict(
     response_model=BatchResponse,
     response_model_exclude_none=True,
     responses=_ERRORS,
+    openapi_extra=_multipart_body({"type": "array", "items": _FILE}),
 )
 async def predict_batch(
-    request: Request,
-    service: ServiceDep,
-    settings: SettingsDep,
-    params: DecodeParamsDep,
-    image: Annotated[
-        list[UploadFile], File(description="One or more images, each as a part named image.")
-    ],
+    request: Request, service: ServiceDep, settings: SettingsDep, params: DecodeParamsDep
 ) -> BatchResponse:
-    """Caption several images in one request; one result per file, in upload order.
+    """Caption several images (each a part named `image`); one result per file, in order.
 
     A file that cannot be captioned gets its own error entry; the others still succeed.
     """
-    if len(image) > settings.max_files_per_batch_request:
-        raise InvalidRequestError(
-            f"at most {settings.max_files_per_batch_request} files per request, got {len(image)}",
-            field="image",
-        )
-    data = [await upload.read() for upload in image]
+    image = await read_images(request, max_images=settings.max_files_per_batch_request)
     outcomes = await service.caption_many(
-        data, beam_size=params.beam_size, max_length=params.max_length
+        [upload.data for upload in image], beam_size=params.beam_size, max_length=params.max_length
     )
     results: list[BatchItem] = []
     for index, (upload, outcome) in enumerate(zip(image, outcomes, strict=True)):

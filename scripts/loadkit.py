@@ -1,0 +1,150 @@
+"""Shared by ``burst.py`` and ``soak.py``: a ``captioner serve`` process on the full-size
+checkpoint, its memory (Linux ``/proc``), the images to send, and the CPU's name.
+
+Not a script itself; the scripts put this directory on ``sys.path`` (Python does when it
+runs a script from here).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from captioner.assets import ModelFiles, model_files_in  # noqa: E402
+from checkpoints import write_full_size_checkpoint  # noqa: E402
+
+__all__ = [
+    "ModelFiles",
+    "RssSampler",
+    "cpu_name",
+    "free_port",
+    "full_size_model",
+    "memory_mb",
+    "photo_jpeg",
+    "reset_peak",
+    "start_server",
+    "stop_server",
+]
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as ``lscpu`` shows it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def full_size_model(directory: Path, model_dir: Path | None = None) -> ModelFiles:
+    """``model_dir``'s model, or the full-size layout with seeded random values written to
+    ``directory`` (the real weights are not downloadable here; the memory is the same)."""
+    if model_dir is not None:
+        return model_files_in(model_dir)
+    return write_full_size_checkpoint(directory)
+
+
+def photo_jpeg(width: int, height: int, *, noise: float, quality: int, seed: int = 0) -> bytes:
+    """A JPEG of smooth gradients and grain; ``noise`` and ``quality`` set its size."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
+    pixels = np.clip(base + rng.normal(0, noise, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """``(resident, peak resident)`` of ``pid`` in MB (VmRSS, VmHWM)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    rss, hwm = (int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+    return rss, hwm
+
+
+def reset_peak(pid: int) -> None:
+    """Restart ``pid``'s VmHWM from its current resident size (Linux 4.0+)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+class RssSampler:
+    """Samples a process's resident memory every ``interval_s`` in a thread, for a peak
+    that VmHWM confirms and a curve over time."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.samples), default=float("nan"))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), memory_mb(self.pid)[0]))
+            self._stop.wait(self.interval_s)
+
+
+def start_server(
+    files: ModelFiles, port: int, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``captioner serve`` on 127.0.0.1:``port`` with ``args``; returns once it is ready."""
+    command = [
+        sys.executable, "-m", "captioner", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--checkpoint", str(files.checkpoint), "--vocab", str(files.vocab), "--offline",
+        "--log-level", "warning", *args,
+    ]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environment.update(env or {})
+    process = subprocess.Popen(command, env=environment)
+    deadline = time.monotonic() + 600
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).is_success:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit("the server never became ready")
+        time.sleep(0.5)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)

@@ -1,0 +1,110 @@
+"""The OpenAPI document as this server really behaves, with the limits of its settings.
+
+FastAPI writes the document from the routes; this module corrects what it cannot know:
+
+- validation failures are answered 400 in MAX's shape, never FastAPI's 422;
+- ``beam_size`` and ``max_length`` are integers from 1 to the server's maximum, with the
+  server's default (the routes declare them optional and check them against the
+  settings, so FastAPI sees neither bound);
+- the ``image`` parts: how many a batch may hold, and the size limits in words (JSON
+  Schema cannot bound a file's bytes or pixels);
+- any route may fail with 500 (an unexpected error, answered in the same error shape).
+
+A schema-driven client (schemathesis in the tests) then never has a schema-valid request
+refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from captioner.api.deps import decode_bounds
+from captioner.config import Settings
+
+__all__ = ["IMAGE_MEDIA_TYPES", "install_openapi"]
+
+# What an image part may hold. The part's declared type is not checked (the bytes decide,
+# and clients often send application/octet-stream); these are the formats read.
+IMAGE_MEDIA_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/bmp",
+    "image/webp",
+    "image/tiff",
+)
+
+JSON = dict[str, Any]
+
+_MULTIPART = "multipart/form-data"
+_INTERNAL_ERROR = {
+    "description": "An unexpected error; the body gives no details.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    """Make ``app.openapi()`` return the corrected document (built once, then cached)."""
+    build = app.openapi
+
+    def openapi() -> JSON:
+        if app.openapi_schema is None:
+            document = build()
+            _correct(document, settings)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _correct(document: JSON, settings: Settings) -> None:
+    schemas: JSON = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    bounds = decode_bounds(settings)
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("500", _INTERNAL_ERROR)
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query" and parameter["name"] in bounds:
+                    default, upper = bounds[parameter["name"]]
+                    parameter["schema"] = {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": upper,
+                        "default": default,
+                    }
+            form = operation.get("requestBody", {}).get("content", {}).get(_MULTIPART)
+            if form is not None:
+                _describe_images(_resolve(form["schema"], schemas), settings)
+                form["encoding"] = {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}
+
+
+def _describe_images(body: JSON, settings: Settings) -> None:
+    """The ``image`` field of a multipart body: count bounds and size limits in words."""
+    field = body.get("properties", {}).get("image")
+    if field is None:
+        return
+    limits = (
+        f"JPEG, PNG, GIF, BMP, WebP or TIFF, judged by the bytes; the whole request body at "
+        f"most {settings.max_upload_bytes} bytes, an image at most "
+        f"{settings.max_image_pixels} pixels (larger: 413)."
+    )
+    if field.get("type") == "array":
+        field["minItems"] = 1
+        field["maxItems"] = settings.max_files_per_batch_request
+        field["description"] = (
+            f"1 to {settings.max_files_per_batch_request} images, each a part named image: "
+            + limits
+        )
+    else:
+        field["description"] = "The image: " + limits
+
+
+def _resolve(schema: JSON, schemas: JSON) -> JSON:
+    ref = schema.get("$ref")
+    return schemas[ref.rsplit("/", 1)[-1]] if ref else schema

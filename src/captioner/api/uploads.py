@@ -1,0 +1,124 @@
+"""Read the ``image`` parts of a ``multipart/form-data`` request body into memory.
+
+Why not FastAPI's ``UploadFile``: Starlette spools every file part over 1 MB to a
+temporary file (nothing a client sends should touch the disk, and a read-only container
+has little of it), and treats a part without a ``filename`` as a text field, mangling
+binary data. Here the body streams through python-multipart's parser into memory (the
+request's size is already capped and admitted against the upload budget, see
+:class:`~captioner.api.middleware.UploadGuardMiddleware`): a part named ``image`` is an
+image when it has a file name or a non-text ``Content-Type``; other parts are skipped
+without being kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from captioner.api.errors import MAX_MISSING_IMAGE
+from captioner.errors import InvalidRequestError
+
+__all__ = ["ImagePart", "read_images"]
+
+FIELD = "image"
+
+
+@dataclass
+class ImagePart:
+    """One uploaded image: the client's file name (if any) and its bytes."""
+
+    filename: str | None
+    data: bytes
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    chunks: list[bytes] | None = None  # None: a part that is not kept
+
+
+class _Collector:
+    """python-multipart callbacks that keep the image parts, up to ``max_images``."""
+
+    def __init__(self, max_images: int) -> None:
+        self.max_images = max_images
+        self.images: list[ImagePart] = []
+        self._part = _Part()
+        self._name = b""
+        self._value = b""
+
+    def on_part_begin(self) -> None:
+        self._part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._part.headers[self._name.strip().lower()] = self._value.strip()
+        self._name = self._value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._part.headers.get(b"content-disposition"))
+        media_type, _ = parse_options_header(self._part.headers.get(b"content-type"))
+        is_file = b"filename" in options or media_type not in (b"", b"text/plain")
+        if options.get(b"name") == FIELD.encode() and is_file:
+            if len(self.images) == self.max_images:
+                plural = "s" if self.max_images > 1 else ""
+                raise InvalidRequestError(
+                    f"at most {self.max_images} image{plural} per request", field=FIELD
+                )
+            self._part.chunks = []
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part.chunks is not None:
+            self._part.chunks.append(data[start:end])
+
+    def on_part_end(self) -> None:
+        part = self._part
+        if part.chunks is not None:
+            _, options = parse_options_header(part.headers.get(b"content-disposition"))
+            raw_name = options.get(b"filename")
+            filename = raw_name.decode("utf-8", "replace") if raw_name is not None else None
+            self.images.append(ImagePart(filename, b"".join(part.chunks)))
+            part.chunks = None
+
+
+async def read_images(request: Request, max_images: int) -> list[ImagePart]:
+    """The request's ``image`` parts, in order.
+
+    Raises:
+        InvalidRequestError: Not a multipart body, a malformed one, no image part (MAX's
+            400 for a missing image), or more than ``max_images`` of them.
+    """
+    media_type, options = parse_options_header(request.headers.get("content-type"))
+    boundary = options.get(b"boundary")
+    if media_type != b"multipart/form-data" or not boundary:
+        raise InvalidRequestError(MAX_MISSING_IMAGE, field=FIELD)
+    collector = _Collector(max_images)
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": collector.on_part_begin,
+            "on_header_field": collector.on_header_field,
+            "on_header_value": collector.on_header_value,
+            "on_header_end": collector.on_header_end,
+            "on_headers_finished": collector.on_headers_finished,
+            "on_part_data": collector.on_part_data,
+            "on_part_end": collector.on_part_end,
+        },
+    )
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidRequestError(f"the multipart body is malformed: {exc}", field=FIELD) from exc
+    if not collector.images:
+        raise InvalidRequestError(MAX_MISSING_IMAGE, field=FIELD)
+    return collector.images
