@@ -5,23 +5,31 @@ Writes a full-size checkpoint of the original layout with seeded random values (
 weights are not downloadable here), or takes ``--model-dir`` (the pretrained model once
 ``captioner download`` has fetched it), then, in one run:
 
-1. the bare Inception encoder, loaded in this process, at batch sizes 1..16: its best
-   throughput is the ceiling a server can approach; plus one image through the whole
-   engine (encoder + beam search) and through the encoder alone;
-2. ``captioner serve`` as a subprocess, batching on (``--max-batch-size 8``) and off
-   (``--max-batch-size 1``), each at concurrency 1, 8 and 32 for ``--duration`` seconds
-   of closed-loop load (each client sends its next request when the last one is
-   answered): throughput, p50 and p95 latency, and the server's resident memory.
+1. the bare Inception encoder (the engine's own encoder graph), loaded in this process, at
+   batch sizes 1..16, in float32 and in each other ``--precision`` asked for, the
+   precisions in turn at each size: the batch size where float32 runs fastest, and the
+   bare encoder's own bf16/fp32 ratio (what bfloat16 can give on this CPU); plus one image
+   and a batch of 8 through the whole engine (encoder + beam search), per precision;
+2. ``captioner serve --precision P`` as a subprocess for each precision, batching on
+   (``--max-batch-size 8``) and, with ``--batching on off``, off (``--max-batch-size 1``),
+   each at concurrency 1, 8 and 32 for ``--duration`` seconds of closed-loop load (each
+   client sends its next request when the last one is answered): throughput (as a ratio
+   to the bare float32 encoder), p50 and p95 latency, and resident memory (above what
+   ``scripts/deploy_footprint.py`` reports: this process maps TensorFlow too, and the
+   server cannot release library pages another process maps).
 
-The encoder is measured before any server starts and the servers run one at a time, so
-nothing competes for the CPU but the server and this load generator.
+The servers run one at a time, and the bare float32 encoder (at its best batch size) is
+measured again just before each server starts and just after it stops: each server's
+figures are divided by the mean of those two, so a machine whose other load comes and goes
+during the run still compares like with like.
 
 Random weights cost the encoder what the real ones cost, and are the beam search's worst
 case: their captions never end, so every image runs all ``max_length - 1`` steps, where a
 trained model's captions end and the search stops early. ``--model-dir`` and ``--image``
 measure real weights on a real photo instead.
 
-Usage: python scripts/bench_server.py [--duration 25] [--concurrency 1 8 32]
+Usage: python scripts/bench_server.py [--precision fp32 bf16] [--batching on off]
+                                      [--duration 25] [--concurrency 1 8 32]
                                       [--model-dir DIR] [--image FILE]
 """
 
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import os
 import signal
@@ -83,17 +92,30 @@ def encoder_throughput(captioner: Any, pixels: np.ndarray, batch: int, seconds: 
     return count / (time.perf_counter() - started)
 
 
-def bench_engine(captioner: Any, pixels: np.ndarray, seconds: float) -> dict[str, float]:
-    """Bare encoder throughput per batch size, and one image through encoder / engine."""
-    results: dict[str, float] = {}
+def bench_encoders(
+    captioners: dict[str, Any], pixels: np.ndarray, seconds: float
+) -> dict[str, dict[int, float]]:
+    """Bare encoder images/s per precision and batch size, the precisions in turn per size."""
+    results: dict[str, dict[int, float]] = {precision: {} for precision in captioners}
     for batch in (1, 2, 4, 8, 16):
-        results[f"encoder_b{batch}"] = encoder_throughput(captioner, pixels, batch, seconds)
-        print(f"  bare encoder, batch {batch:2d}: {results[f'encoder_b{batch}']:.2f} images/s")
-    one = pixels[None]
-    captioner.caption_arrays(one)
-    results["encoder_1_ms"] = _median_ms(lambda: captioner.encode(one), 7)
-    results["engine_1_ms"] = _median_ms(lambda: captioner.caption_arrays(one), 7)
+        for precision, captioner in captioners.items():
+            rate = encoder_throughput(captioner, pixels, batch, seconds)
+            results[precision][batch] = rate
+            print(f"  bare encoder, {precision}, batch {batch:2d}: {rate:.2f} images/s", flush=True)
     return results
+
+
+def bench_engine(captioner: Any, pixels: np.ndarray) -> dict[str, float]:
+    """Milliseconds for one image through the encoder and the whole engine, and a batch of 8
+    through the whole engine (medians)."""
+    one, eight = pixels[None], np.stack([pixels] * 8)
+    captioner.caption_arrays(one)
+    captioner.caption_arrays(eight)
+    return {
+        "encoder_1_ms": _median_ms(lambda: captioner.encode(one), 7),
+        "engine_1_ms": _median_ms(lambda: captioner.caption_arrays(one), 7),
+        "engine_8_ms": _median_ms(lambda: captioner.caption_arrays(eight), 5),
+    }
 
 
 def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -111,12 +133,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(files: ModelFiles, port: int, max_batch_size: int) -> subprocess.Popen[bytes]:
+def start_server(
+    files: ModelFiles, port: int, max_batch_size: int, precision: str
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "captioner", "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--checkpoint", str(files.checkpoint), "--vocab", str(files.vocab), "--offline",
-        "--max-batch-size", str(max_batch_size),
+        "--max-batch-size", str(max_batch_size), "--precision", precision,
         "--max-queue-size", "128", "--log-level", "warning",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
@@ -203,8 +227,10 @@ def _percentile_ms(sorted_s: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Row:
+    precision: str
     label: str
     concurrency: int
+    reference: float  # the bare fp32 encoder's images/s around this server's run
     load: LoadResult
     mean_batch: float  # requests per engine call
     engine_busy: float  # share of the time the engine was running a batch
@@ -221,7 +247,9 @@ class Row:
 
 
 def measure(
+    precision: str,
     label: str,
+    reference: float,
     process: subprocess.Popen[bytes],
     port: int,
     image: bytes,
@@ -238,8 +266,10 @@ def measure(
     images = delta["captioner_batch_size_sum"]
     rss, peak = resident_mb(process.pid)
     return Row(
+        precision=precision,
         label=label,
         concurrency=concurrency,
+        reference=reference,
         load=load,
         mean_batch=images / batches if batches else float("nan"),
         engine_busy=delta["captioner_inference_seconds_sum"] / load.elapsed_s,
@@ -250,6 +280,16 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "bf16", "auto"],
+        default=["fp32"],
+        help="serve in each of these (the bare float32 encoder is always measured)",
+    )
+    parser.add_argument(
+        "--batching", nargs="+", choices=["on", "off"], default=["on", "off"], help="max 8 / 1"
+    )
     parser.add_argument("--duration", type=float, default=25.0, help="seconds per load level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--encoder-seconds", type=float, default=6.0)
@@ -267,59 +307,92 @@ def main() -> None:
         else:
             print("writing the full-size random checkpoint ...", flush=True)
             files = write_full_size_checkpoint(Path(tmp) / "model")
-        print("bare engine in this process:", flush=True)
         from captioner.engine import Captioner
 
-        captioner = Captioner.load(files.checkpoint, files.vocab)
-        pixels = captioner.preprocess(image)
-        engine = bench_engine(captioner, pixels, args.encoder_seconds)
-        best_batch, best = max(
-            ((int(k.removeprefix("encoder_b")), v) for k, v in engine.items() if "_b" in k),
-            key=lambda item: item[1],
-        )
+        captioners: dict[str, Any] = {}
+        for precision in dict.fromkeys(["fp32", *args.precision]):
+            captioner = Captioner.load(files.checkpoint, files.vocab, precision=precision)
+            if captioner.precision != precision:
+                print(f"({precision} runs {captioner.precision} on this machine)")
+            captioners[precision] = captioner
+        pixels = captioners["fp32"].preprocess(image)
+        print("bare encoders in this process:", flush=True)
+        encoders = bench_encoders(captioners, pixels, args.encoder_seconds)
+        engines = {p: bench_engine(c, pixels) for p, c in captioners.items()}
+        best_batch = max(encoders["fp32"], key=lambda batch: encoders["fp32"][batch])
+
+        def reference() -> float:
+            rate = encoder_throughput(captioners["fp32"], pixels, best_batch, args.encoder_seconds)
+            print(f"  bare fp32 encoder, batch {best_batch}: {rate:.2f} images/s", flush=True)
+            return rate
 
         rows = []
-        for label, max_batch in (("on (max 8)", 8), ("off (max 1)", 1)):
-            port = free_port()
-            print(f"server, batching {label}: starting ...", flush=True)
-            process = start_server(files, port, max_batch)
-            try:
-                # Warm-up, unmeasured: first requests, allocator growth.
-                asyncio.run(
-                    closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
-                )  # warm: first requests, allocator
-                for concurrency in args.concurrency:
-                    row = measure(label, process, port, image, concurrency, args.duration)
-                    rows.append(row)
-                    print(f"  c={concurrency:2d}: {row}", flush=True)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(60)
-
-        # Again, after the servers: the machine's load may have changed meanwhile.
-        best_after = encoder_throughput(captioner, pixels, best_batch, args.encoder_seconds)
-        reference = (best + best_after) / 2
+        references = []
+        batchings = [("on (max 8)", 8) if b == "on" else ("off (max 1)", 1) for b in args.batching]
+        for precision in args.precision:
+            for label, max_batch in batchings:
+                before = reference()
+                port = free_port()
+                print(f"server, {precision}, batching {label}: starting ...", flush=True)
+                process = start_server(files, port, max_batch, precision)
+                try:
+                    # Warm-up, unmeasured: first requests, allocator growth.
+                    asyncio.run(
+                        closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
+                    )
+                    results = [
+                        measure(precision, label, 0.0, process, port, image, c, args.duration)
+                        for c in args.concurrency
+                    ]
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(60)
+                around = (before + reference()) / 2
+                references.append(around)
+                for row in results:
+                    rows.append(dataclasses.replace(row, reference=around))
+                    print(f"  c={row.concurrency:2d}: {row}", flush=True)
 
     print()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    best = encoders["fp32"][best_batch]
     print(
-        f"Bare encoder, best batch {best_batch}: {best:.2f} images/s before the servers, "
-        f"{best_after:.2f} after (reference: the mean, {reference:.2f}); one image: "
-        f"encoder {engine['encoder_1_ms']:.0f} ms, whole engine {engine['engine_1_ms']:.0f} ms"
+        f"Bare fp32 encoder: best at batch {best_batch}, {best:.2f} images/s in the sweep; "
+        f"around the servers {', '.join(f'{r:.2f}' for r in references)}"
     )
+    for precision in captioners:
+        batch = max(encoders[precision], key=lambda b: encoders[precision][b])
+        top = encoders[precision][batch]
+        same = encoders[precision][best_batch] / encoders["fp32"][best_batch]
+        engine = engines[precision]
+        print(
+            f"  {precision}: bare encoder best {top:.2f} images/s (batch {batch}); "
+            f"at batch {best_batch} {same:.2f}x the fp32 encoder; engine: one image "
+            f"{engine['engine_1_ms']:.0f} ms (encoder {engine['encoder_1_ms']:.0f}), batch "
+            f"of 8 {engine['engine_8_ms']:.0f} ms = {8000 / engine['engine_8_ms'] / best:.2f}x"
+        )
     print()
     print(
-        "| batching | concurrency | throughput (req/s) | % of bare encoder "
+        "| precision | batching | clients | throughput (req/s) | x bare fp32 encoder "
         "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MB) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         load = row.load
         print(
-            f"| {row.label} | {row.concurrency} | {load.throughput:.2f} | "
-            f"{100 * load.throughput / reference:.0f}% | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
+            f"| {row.precision} | {row.label} | {row.concurrency} | {load.throughput:.2f} | "
+            f"{load.throughput / row.reference:.2f}x | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
             f"{load.errors} | {row.rss_mb:.0f} (peak {row.peak_rss_mb:.0f}) |"
         )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the report."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -4,24 +4,32 @@
 Starts the server the way the image does (``docker/entrypoint.sh serve``, the venv of this
 interpreter on PATH) on a full-size checkpoint of the original layout with seeded random
 values (the real weights are not downloadable here; the tensors and so the memory are the
-same), then reports:
+same), ``--starts`` times, then reports (medians over the starts):
 
-- seconds from start to readiness (model load, graph trace and warm-up included);
+- seconds from start to readiness (model load, graph trace and warm-up included), and the
+  server's own account of loading and warm-up (its "model ... loaded" log line);
 - resident memory (VmRSS) once ready and idle, after sequential requests, and after
   concurrent ones, with the peak (VmHWM): the memory request and limit come from these;
+- what the peak is made of: Python, TensorFlow and the server's code (a process that
+  imports them and runs one TensorFlow op), the model's weights (as the engine holds
+  them), and the rest: TensorFlow's buffers for a batch and what the requests use;
 - the sequential latency and the concurrent throughput, for the CPU request.
 
 A container's memory also counts the page cache of the files it reads (the 149 MB
 checkpoint, reclaimable), which this process-level figure leaves out.
 
-Usage: python scripts/deploy_footprint.py [--threads N] [--requests 20] [--concurrency 8]
+Usage: python scripts/deploy_footprint.py [--precision fp32] [--starts 3] [--threads N]
+                                          [--requests 20] [--concurrency 8]
+       PYTHONPATH=OLD/src python scripts/deploy_footprint.py --no-breakdown  # an older one
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -32,13 +40,14 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 from PIL import Image
 
+from captioner.assets import ModelFiles, model_files_in
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from checkpoints import write_full_size_checkpoint  # noqa: E402
 
 
 def memory_mib(pid: int) -> tuple[float, float]:
@@ -80,7 +89,7 @@ def caption(url: str, body: bytes) -> float:
     return time.perf_counter() - start
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], deadline_s: float = 600) -> None:
+def wait_ready(url: str, process: subprocess.Popen[str], deadline_s: float = 600) -> None:
     start = time.monotonic()
     while time.monotonic() - start < deadline_s:
         if process.poll() is not None:
@@ -89,70 +98,206 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], deadline_s: float = 6
             with urllib.request.urlopen(url + "/v2/health/ready", timeout=5) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # not answering yet
             pass
         time.sleep(0.2)
     sys.exit("the server never turned ready")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, help="TF_NUM_INTRAOP_THREADS (a CPU limit)")
-    parser.add_argument("--requests", type=int, default=20, help="sequential requests")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
-    options = parser.parse_args()
+def write_checkpoint(directory: Path) -> ModelFiles:
+    """The full-size random checkpoint, written by a child process.
 
-    with tempfile.TemporaryDirectory() as tmp:
-        files = write_full_size_checkpoint(Path(tmp) / "model")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "TF_CPP_MIN_LOG_LEVEL": "1",
-            "CAPTIONER_HOST": "127.0.0.1",
-            "CAPTIONER_PORT": str(port),
-            "CAPTIONER_OFFLINE": "true",
-            "CAPTIONER_CHECKPOINT": str(files.checkpoint),
-        }
-        if options.threads:
-            env["TF_NUM_INTRAOP_THREADS"] = str(options.threads)
-        url = f"http://127.0.0.1:{port}"
+    This process must not load TensorFlow itself: the server releases the library pages
+    that only TensorFlow's import used, and the kernel keeps any page another process maps.
+    """
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[2]); "
+        "from checkpoints import write_full_size_checkpoint; "
+        "write_full_size_checkpoint(__import__('pathlib').Path(sys.argv[1]))"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run(
+        [sys.executable, "-c", code, str(directory), str(REPO / "tests")], env=env, check=True
+    )
+    return model_files_in(directory)
+
+
+def baseline_mib() -> tuple[float, float]:
+    """Resident memory of Python + TensorFlow + the server's code, no model, one TF op run:
+    after the import, and after the server's release of TensorFlow's start-up pages."""
+    code = (
+        "import captioner.api.app, tensorflow as tf; tf.constant(1.0) + 1; "
+        "from captioner.memory import release_library_pages, resident_mib; "
+        "before = resident_mib(); release_library_pages(); print(before, resident_mib())"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    before, after = map(float, out.split()[-2:])
+    return before, after
+
+
+def weight_mib(files: ModelFiles, precision: str) -> tuple[float, str]:
+    """The bytes of weights the engine holds in ``precision``, and the precision it ran."""
+    code = (
+        "import json, sys; from captioner.engine import Captioner; "
+        "c = Captioner.load(sys.argv[1], sys.argv[2], precision=sys.argv[3]); "
+        "print(json.dumps([c.weight_bytes, c.precision]))"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(files.checkpoint), str(files.vocab), precision],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    weight_bytes, ran = json.loads(out.splitlines()[-1])
+    return weight_bytes / 2**20, ran
+
+
+def one_start(files: ModelFiles, options: argparse.Namespace) -> dict[str, float]:
+    """Start the server once, load it, and measure; returns the figures of this start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "1",
+        "CAPTIONER_HOST": "127.0.0.1",
+        "CAPTIONER_PORT": str(port),
+        "CAPTIONER_OFFLINE": "true",
+        "CAPTIONER_CHECKPOINT": str(files.checkpoint),
+        "CAPTIONER_PRECISION": options.precision,
+    }
+    if options.threads:
+        env["TF_NUM_INTRAOP_THREADS"] = str(options.threads)
+    url = f"http://127.0.0.1:{port}"
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryFile("w+") as log:
         start = time.monotonic()
         process = subprocess.Popen(
             [str(REPO / "docker" / "entrypoint.sh"), "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
         )
         try:
             wait_ready(url, process)
-            ready_s = time.monotonic() - start
+            figures["ready_s"] = time.monotonic() - start
             time.sleep(2)
-            idle = memory_mib(process.pid)
+            figures["idle"] = memory_mib(process.pid)[0]
             images = [jpeg(i) for i in range(options.requests)]
             latencies = [caption(url, body) for body in images]
-            sequential = memory_mib(process.pid)
+            figures["sequential"] = memory_mib(process.pid)[0]
+            figures["latency_ms"] = statistics.median(latencies) * 1000
             total = options.concurrency * 4
-            start = time.perf_counter()
+            began = time.perf_counter()
             with ThreadPoolExecutor(options.concurrency) as pool:
                 list(pool.map(lambda i: caption(url, images[i % len(images)]), range(total)))
-            throughput = total / (time.perf_counter() - start)
-            concurrent = memory_mib(process.pid)
+            figures["throughput"] = total / (time.perf_counter() - began)
+            figures["concurrent"], figures["peak"] = memory_mib(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
+        log.seek(0)
+        text = log.read()
+    # From the server's own log: when it started listening (Python and TensorFlow imported)
+    # and when the model was loaded and warmed up.
+    stamps = {
+        key: _log_time(line)
+        for line in text.splitlines()
+        for key, marker in (("listening", "listening on"), ("loaded", "loaded from"))
+        if marker in line
+    }
+    if {"listening", "loaded"} <= stamps.keys():
+        figures["loading_s"] = stamps["loaded"] - stamps["listening"]
+    warmup = re.search(r"loaded from .*\(warm-up ([\d.]+) s\)", text)
+    if warmup:
+        figures["warmup_s"] = float(warmup.group(1))
+    return figures
 
-    print(f"cpus on this machine:         {os.cpu_count()}")
+
+def _log_time(line: str) -> float:
+    """The time of a server log line (``2026-12-02 01:54:32,681 INFO ...``), in seconds."""
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    parser.add_argument("--starts", type=int, default=3, help="server starts (medians)")
+    parser.add_argument("--threads", type=int, help="TF_NUM_INTRAOP_THREADS (a CPU limit)")
+    parser.add_argument("--requests", type=int, default=20, help="sequential requests")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip what the peak is made of (to measure an older captioner, which lacks "
+        "the precision setting and captioner.memory: PYTHONPATH=its/src)",
+    )
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_checkpoint(Path(tmp) / "model")
+        if not options.no_breakdown:
+            baseline = baseline_mib()
+            weights, ran = weight_mib(files, options.precision)
+        starts = [one_start(files, options) for _ in range(options.starts)]
+
+    def median(key: str) -> float:
+        return statistics.median(start[key] for start in starts)
+
+    def spread(key: str, unit: str, digits: int = 0) -> str:
+        values = sorted(start[key] for start in starts)
+        text = f"{median(key):.{digits}f} {unit}"
+        return text + (
+            f" ({values[0]:.{digits}f} to {values[-1]:.{digits}f})" if len(values) > 1 else ""
+        )
+
+    total = options.concurrency * 4
+    print(f"cpu:                          {cpu_model()}, {os.cpu_count()} CPUs")
+    print(f"load average (1 min):         {os.getloadavg()[0]:.2f}")
     print(f"TF_NUM_INTRAOP_THREADS:       {options.threads or 'unset (all cores)'}")
-    print(f"start to ready:               {ready_s:.1f} s")
-    print(f"resident, ready and idle:     {idle[0]:.0f} MiB")
-    print(f"resident, after {options.requests} sequential:  {sequential[0]:.0f} MiB")
-    print(f"resident, after {total} at c={options.concurrency}:    {concurrent[0]:.0f} MiB")
-    print(f"peak resident (VmHWM):        {concurrent[1]:.0f} MiB")
-    print(f"sequential latency, median:   {statistics.median(latencies) * 1000:.0f} ms")
-    print(f"throughput at c={options.concurrency}:            {throughput:.1f} images/s")
+    if not options.no_breakdown:
+        print(f"precision:                    {options.precision} (runs {ran})")
+    print(f"starts measured:              {len(starts)} (medians, then the range)")
+    print(f"start to ready:               {spread('ready_s', 's', 1)}")
+    if all("loading_s" in start for start in starts):
+        print(f"  listening to model ready:   {spread('loading_s', 's', 1)} (load, warm-up)")
+    if all("warmup_s" in start for start in starts):
+        print(f"  of which warm-up:           {spread('warmup_s', 's', 1)}")
+    print(f"resident, ready and idle:     {spread('idle', 'MiB')}")
+    print(f"resident, after {options.requests} sequential:  {spread('sequential', 'MiB')}")
+    print(f"resident, after {total} at c={options.concurrency}:    {spread('concurrent', 'MiB')}")
+    print(f"peak resident (VmHWM):        {spread('peak', 'MiB')}")
+    if not options.no_breakdown:
+        print("peak, what it is made of:")
+        imported, released = baseline
+        print(
+            f"  Python + TensorFlow + server code (no model): {released:5.0f} MiB "
+            f"({imported:.0f} after the import, before its start-up pages are released)"
+        )
+        print(f"  the model's weights, held once ({ran}):       {weights:5.0f} MiB")
+        rest = median("peak") - released - weights
+        print(
+            f"  the rest (a batch's buffers, library code serving runs, requests): {rest:.0f} MiB"
+        )
+    print(f"sequential latency, median:   {spread('latency_ms', 'ms')}")
+    print(
+        f"throughput at c={options.concurrency}:            {spread('throughput', 'images/s', 1)}"
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the report."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from captioner.engine import Caption, Captioner
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
+PRECISIONS = click.Choice(["fp32", "bf16", "auto"])
 
 
 def _reports_errors(func: F) -> F:
@@ -115,6 +116,7 @@ _MODEL_OPTIONS = (
         show_default=True,
         help="Longest caption in words, counting the start word <S>.",
     ),
+    _setting_option("--precision", type=PRECISIONS),
     _setting_option("--log-level", type=LOG_LEVELS),
 )
 
@@ -310,6 +312,7 @@ def download(
     multiple=True,
     help="Allow only this origin (repeat for several).  [default: none]",
 )
+@_setting_option("--precision", type=PRECISIONS)
 @_setting_option("--log-level", type=LOG_LEVELS)
 @_reports_errors
 def serve(**options: Any) -> None:

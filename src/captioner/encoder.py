@@ -15,7 +15,7 @@ never built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -291,16 +291,44 @@ class ConvWeights:
 
 
 class FoldedConvOps:
-    """TensorFlow inference ops with each conv's batch norm folded into kernel and bias."""
+    """TensorFlow inference ops with each conv's batch norm folded into kernel and bias.
 
-    def __init__(self, convs: Mapping[str, ConvWeights]) -> None:
+    The folded weights are computed once here and held once, as TensorFlow variables of
+    the compute dtype: graphs read them in place, where a constant captured by a graph
+    keeps a second copy (the full-size encoder's 87 MB of kernels would take 174).
+
+    Args:
+        convs: ``(name, stored weights)`` of each conv, taken one at a time: a caller that
+            hands them over as it goes (the engine does) never holds the stored and the
+            folded weights of the whole encoder at once.
+        dtype: what the convolutions compute in: ``"float32"`` (the original's
+            arithmetic) or ``"bfloat16"`` (kernels rounded once here, never per call).
+    """
+
+    def __init__(self, convs: Iterable[tuple[str, ConvWeights]], dtype: str = "float32") -> None:
         import tensorflow as tf
 
         self._tf = tf
-        self._params: dict[str, tuple[tf.Tensor, tf.Tensor]] = {}
-        for name, conv in convs.items():
+        self.dtype = tf.as_dtype(dtype)
+        self._params: dict[str, tuple[tf.Variable, tf.Variable]] = {}
+        for name, conv in convs:
             kernel, bias = conv.folded()
-            self._params[name] = (tf.constant(kernel), tf.constant(bias))
+            self._params[name] = (self._hold(kernel), self._hold(bias))
+
+    def _hold(self, value: np.ndarray) -> tf.Variable:
+        tf = self._tf
+        return tf.Variable(tf.cast(value, self.dtype), trainable=False)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes held by the folded kernels and biases."""
+        return sum(v.shape.num_elements() * v.dtype.size for p in self._params.values() for v in p)
+
+    def encode(self, pixels: tf.Tensor) -> tf.Tensor:
+        """float32 ``[B, 299, 299, 3]`` -> float32 ``[B, F]``, computed in ``dtype``."""
+        tf = self._tf
+        features = inception_v3(tf.cast(pixels, self.dtype), self)
+        return tf.cast(features, tf.float32)
 
     def conv(
         self,

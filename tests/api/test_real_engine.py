@@ -122,3 +122,23 @@ async def test_the_demo_model_says_what_it_is(tmp_path: Path) -> None:
     assert "knows only coloured shapes" in metadata["description"]
     assert f"{words}-word vocabulary with <UNK>" in metadata["description"]
     assert "Not the pretrained MAX model" in metadata["description"]
+
+
+async def test_settings_choose_the_precision_and_readiness_reports_it(
+    tmp_path: Path, tiny_model: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CAPTIONER_PRECISION reaches the engine through Settings, as in production.
+    monkeypatch.setenv("CAPTIONER_PRECISION", "bf16")
+    settings = make_settings(
+        tmp_path, checkpoint=tiny_model.checkpoint, vocab=tiny_model.vocab, max_batch_size=2
+    )
+    assert settings.precision == "bf16"
+    app = create_app(settings)
+    async with serving(app) as client:
+        ready = await client.get("/v2/health/ready")
+        answer = await client.post("/model/predict", files=image_part(noise_jpeg(1)))
+        metrics = (await client.get("/metrics")).text
+    assert ready.json() == {"ready": True, "precision": "bf16"}
+    assert answer.status_code == 200 and answer.json()["predictions"]
+    name = tiny_model.checkpoint.parent.name
+    assert f'captioner_model_info{{name="{name}",precision="bf16"}} 1.0' in metrics

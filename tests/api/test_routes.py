@@ -480,7 +480,22 @@ async def test_liveness_and_readiness_when_ready(client: httpx.AsyncClient) -> N
     live = await client.get("/v2/health/live")
     ready = await client.get("/v2/health/ready")
     assert (live.status_code, live.json()) == (200, {"live": True})
-    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert (ready.status_code, ready.json()) == (200, {"ready": True, "precision": "fp32"})
+
+
+async def test_the_precision_in_use_is_reported_on_ready_metrics_and_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeCaptioner(info=fake_info(precision="bf16"))
+    with caplog.at_level(logging.INFO, logger="captioner.api.service"):
+        async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+            ready = await client.get("/v2/health/ready")
+            metrics = (await client.get("/metrics")).text
+    assert (ready.status_code, ready.json()) == (200, {"ready": True, "precision": "bf16"})
+    series = [line for line in metrics.splitlines() if line.startswith("captioner_model_info{")]
+    assert series == ['captioner_model_info{name="fake",precision="bf16"} 1.0']
+    (loaded,) = [r.getMessage() for r in caplog.records if "loaded from" in r.getMessage()]
+    assert loaded.startswith("model fake loaded from /models/fake/checkpoint, precision bf16, in ")
 
 
 async def test_metrics_count_requests_rejections_and_batches(client: httpx.AsyncClient) -> None:

@@ -63,6 +63,31 @@ def test_json_lines_match_the_engine(tiny_model: ModelFiles, images: list[Path])
         )
 
 
+def test_precision_comes_from_the_flag_or_the_environment(
+    tiny_model: ModelFiles, images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = ["caption", "--checkpoint", str(tiny_model.checkpoint), "--json"]
+    bf16 = Captioner.load(tiny_model.checkpoint, tiny_model.vocab, precision="bf16")
+    expected = [
+        [(c.text, c.logprob) for c in captions]
+        for captions in bf16.caption([p.read_bytes() for p in images])
+    ]
+
+    def captions(out: str) -> list[list[tuple[str, float]]]:
+        lines = [json.loads(line) for line in out.splitlines()]
+        return [[(p["caption"], p["logprob"]) for p in line["predictions"]] for line in lines]
+
+    code, flag_out, _ = _run(*command, "--precision", "bf16", *map(str, images))
+    assert code == 0 and captions(flag_out) == expected
+    monkeypatch.setenv("CAPTIONER_PRECISION", "bf16")
+    code, env_out, _ = _run(*command, *map(str, images))
+    assert code == 0 and captions(env_out) == expected
+    code, fp32_out, _ = _run(*command, "--precision", "fp32", *map(str, images))
+    assert code == 0 and captions(fp32_out) != expected  # the flag wins over the environment
+    code, _, err = _run(*command, "--precision", "fp16", str(images[0]))
+    assert code == 2 and "'fp16' is not one of 'fp32', 'bf16', 'auto'" in err
+
+
 def test_readable_output_and_vocab_found_next_to_the_model(
     tiny_model: ModelFiles, images: list[Path]
 ) -> None:

@@ -96,6 +96,13 @@ def test_batched_equals_single(request: pytest.FixtureRequest, model_name: str) 
     assert len({tuple(c.logprob for c in r) for r in batched}) == len(images)
 
 
+def test_the_two_stages_make_the_whole(tiny_model: ModelFiles) -> None:
+    captioner = Captioner.load(tiny_model.checkpoint, tiny_model.vocab)
+    pixels = np.stack([captioner.preprocess(image) for image in _images(3, seed=2)])
+    whole = captioner.caption_arrays(pixels, beam_size=2, max_length=9)
+    assert captioner.search(captioner.encode(pixels), beam_size=2, max_length=9) == whole
+
+
 def test_full_size_checkpoint_layout_and_decoder_parity(full_model: ModelFiles) -> None:
     started = time.perf_counter()
     captioner = Captioner.load(full_model.checkpoint, full_model.vocab)

@@ -52,11 +52,14 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     """
     settings = settings if settings is not None else load_settings()
     app_metrics = Metrics()
+
+    def ready_changed(ready: bool) -> None:
+        app_metrics.model_ready.set(ready)
+        if ready:
+            app_metrics.model_loaded(service.info.name, service.info.precision)
+
     service = ModelService(
-        settings,
-        captioner=captioner,
-        observer=app_metrics,
-        on_ready_changed=app_metrics.model_ready.set,
+        settings, captioner=captioner, observer=app_metrics, on_ready_changed=ready_changed
     )
 
     connection_limits = ConnectionLimits(

@@ -104,6 +104,12 @@ class Metrics:
             "Request-body bytes admitted under max_pending_upload_bytes and not yet released.",
             registry=self.registry,
         )
+        self.model_info = Gauge(
+            "captioner_model_info",
+            "1 for the model loaded, labelled with its name and the precision it runs in.",
+            ["name", "precision"],
+            registry=self.registry,
+        )
         self.model_ready = Gauge(
             "captioner_model_ready",
             "1 when the model is loaded and the server is not draining, else 0.",
@@ -124,6 +130,11 @@ class Metrics:
     def queue_depth_changed(self, depth: int) -> None:
         """Record the number of requests admitted and not yet running."""
         self.queue_depth.set(depth)
+
+    def model_loaded(self, name: str, precision: str) -> None:
+        """Record which model serves and in which precision (one series at 1)."""
+        self.model_info.clear()
+        self.model_info.labels(name=name, precision=precision).set(1)
 
     # --- HTTP -----------------------------------------------------------------------------
 

@@ -210,7 +210,7 @@ class _BatchNormConvOps(FoldedConvOps):
         training: bool,
         statistics_weight: float | tf.Tensor,
     ) -> None:
-        super().__init__({})
+        super().__init__(())
         self._variables = variables
         self._training = training
         self._weight = statistics_weight

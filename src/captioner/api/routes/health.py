@@ -26,9 +26,12 @@ async def live() -> Liveness:
     responses={503: {"model": NotReady, "description": "Loading, draining or failed."}},
 )
 async def ready(request: Request, service: ServiceDep) -> JSONResponse:
-    """200 only when the model is loaded and the server is not draining."""
+    """200 only when the model is loaded and the server is not draining.
+
+    The 200 body also says the precision the model runs in (``fp32`` or ``bf16``).
+    """
     if service.ready:
-        return JSONResponse({"ready": True})
+        return JSONResponse({"ready": True, "precision": service.info.precision})
     request.state.error_reason = "not_ready"
     body = {"ready": False, **error_body(service.not_ready_reason)}
     return JSONResponse(body, status_code=503)
