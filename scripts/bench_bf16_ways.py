@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from checkpoints import write_full_size_checkpoint
+from captioner.testing import write_full_size_checkpoint
 
 _REWRITE = "auto_mixed_precision_onednn_bfloat16"
 

@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from checkpoints import write_full_size_checkpoint
+from captioner.testing import write_full_size_checkpoint
 
 
 def _median_s(fn, repeats: int) -> float:

@@ -55,9 +55,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from captioner.assets import ModelFiles, model_files_in
-from checkpoints import write_full_size_checkpoint
+from captioner.testing import write_full_size_checkpoint
 
 
 @dataclass(frozen=True)

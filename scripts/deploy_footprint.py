@@ -111,14 +111,12 @@ def write_checkpoint(directory: Path) -> ModelFiles:
     that only TensorFlow's import used, and the kernel keeps any page another process maps.
     """
     code = (
-        "import sys; sys.path.insert(0, sys.argv[2]); "
-        "from checkpoints import write_full_size_checkpoint; "
-        "write_full_size_checkpoint(__import__('pathlib').Path(sys.argv[1]))"
+        "import sys, pathlib; "
+        "from captioner.testing import write_full_size_checkpoint; "
+        "write_full_size_checkpoint(pathlib.Path(sys.argv[1]))"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run(
-        [sys.executable, "-c", code, str(directory), str(REPO / "tests")], env=env, check=True
-    )
+    subprocess.run([sys.executable, "-c", code, str(directory)], env=env, check=True)
     return model_files_in(directory)
 
 

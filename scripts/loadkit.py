@@ -1,8 +1,8 @@
 """Shared by ``burst.py`` and ``soak.py``: a ``captioner serve`` process on the full-size
 checkpoint, its memory (Linux ``/proc``), the images to send, and the CPU's name.
 
-Not a script itself; the scripts put this directory on ``sys.path`` (Python does when it
-runs a script from here).
+Not a script itself: Python puts this directory first on ``sys.path`` when it runs
+a script from here, so ``import loadkit`` finds it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from captioner.assets import ModelFiles, model_files_in
+from captioner.testing import write_full_size_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from captioner.assets import ModelFiles, model_files_in  # noqa: E402
-from checkpoints import write_full_size_checkpoint  # noqa: E402
 
 __all__ = [
     "ModelFiles",

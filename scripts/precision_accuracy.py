@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from captioner.assets import DEMO_MODEL_DIR, ModelFiles
 from captioner.engine import Captioner
+from captioner.testing import write_full_size_checkpoint
 from captioner.training.dataset import read_dataset
 from captioner.training.evaluate import evaluate
 from captioner.training.shapes import write_dataset
-from checkpoints import write_full_size_checkpoint
 
 
 def top_captions(captioner: Captioner, pixels: np.ndarray) -> list[tuple[str, float]]:

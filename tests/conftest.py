@@ -1,23 +1,28 @@
-"""Shared fixtures: checkpoints the tests write themselves (never the real weights)."""
+"""Fixtures every test gets: no network, no CAPTIONER_* settings from the shell that runs
+the tests; and checkpoints the tests write themselves (never the real weights)."""
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
 # Quiet TensorFlow's C++ start-up chatter in test logs; results are unaffected.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Let tests import the checkpoint writer as a plain module.
-sys.path.insert(0, str(Path(__file__).parent))
 
 from captioner.assets import ModelFiles
-from checkpoints import write_full_size_checkpoint, write_random_checkpoint
+from captioner.testing import write_full_size_checkpoint, write_random_checkpoint
 
 _LOOPBACK = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test depends on the CAPTIONER_* (or MAX's CORS_ENABLE) variables of its shell."""
+    for name in list(os.environ):
+        if name.startswith("CAPTIONER_") or name == "CORS_ENABLE":
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(autouse=True)

@@ -180,6 +180,11 @@ class MicroBatcher:
         """Requests admitted and not yet running."""
         return self._admitted
 
+    @property
+    def waiting(self) -> int:
+        """Requests decoded and waiting for a batch (the rest of ``depth`` is decoding)."""
+        return len(self._waiting)
+
     async def start(self) -> None:
         """Start the batching loop; call once, from the event loop that will submit."""
         if self._task is not None:

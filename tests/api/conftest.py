@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import make_settings, serving
-from fake_engine import FakeCaptioner
 
 from captioner.api.app import create_app
+from support.api_helpers import make_settings, serving
+from support.fake_engine import FakeCaptioner
 
 
 @pytest.fixture

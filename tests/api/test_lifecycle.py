@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import make_settings, serving
-from fake_engine import FakeCaptioner, png_bytes
 
 from captioner.api.app import create_app
 from captioner.api.service import ModelState
+from support.api_helpers import make_settings, serving
+from support.fake_engine import FakeCaptioner, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -120,7 +120,7 @@ async def test_full_queue_gives_503_with_retry_after_and_the_server_stays_health
         running = asyncio.create_task(predict(client, "black"))
         assert await asyncio.to_thread(fake.entered.wait, 5)
         queued = [asyncio.create_task(predict(client, c)) for c in ("red", "green")]
-        await wait_until(lambda: service._batcher.depth == 2)
+        await wait_until(lambda: service.queue_depth == 2)
         refused = await predict(client, "blue")
         fake.gate.set()
         done = await asyncio.gather(running, *queued)
@@ -165,7 +165,7 @@ async def test_drain_finishes_accepted_requests_and_refuses_new_ones(
         running = asyncio.create_task(predict(client, "red"))
         assert await asyncio.to_thread(fake.entered.wait, 5)
         queued = asyncio.create_task(predict(client, "green"))
-        await wait_until(lambda: service._batcher.depth == 1)
+        await wait_until(lambda: service.queue_depth == 1)
 
         draining = asyncio.create_task(service.drain())
         await wait_until(lambda: service.state is ModelState.DRAINING)

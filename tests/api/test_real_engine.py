@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from api_helpers import make_settings, serving
 from PIL import Image
 
 from captioner.api.app import create_app
 from captioner.assets import ModelFiles
+from support.api_helpers import make_settings, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

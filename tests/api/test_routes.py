@@ -14,8 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import make_settings, serving
-from fake_engine import FakeCaptioner, fake_info, jpeg_bytes, png_bytes
 from openapi_spec_validator import validate
 from PIL import Image
 from starlette.staticfiles import StaticFiles
@@ -23,6 +21,8 @@ from starlette.staticfiles import StaticFiles
 import captioner
 from captioner.api.app import create_app
 from captioner.api.static import page_bundle
+from support.api_helpers import make_settings, serving
+from support.fake_engine import FakeCaptioner, fake_info, jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.anyio
 

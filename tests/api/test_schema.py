@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import httpx
-from api_helpers import make_settings, serving_on_loopback
-from fake_engine import FakeCaptioner
 
 from captioner.api.app import create_app
+from support.api_helpers import make_settings, serving_on_loopback
+from support.fake_engine import FakeCaptioner
 
 HERE = Path(__file__).parent
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import make_settings, serving_on_loopback
-from fake_engine import FakeCaptioner, png_bytes
 
 from captioner.api.app import create_app
 from captioner.assets import ModelFiles
+from support.api_helpers import make_settings, serving_on_loopback
+from support.fake_engine import FakeCaptioner, png_bytes
 
 pytestmark = pytest.mark.anyio
 

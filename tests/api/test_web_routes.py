@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import make_settings, serving
-from fake_engine import FakeCaptioner
 
 from captioner.api.app import create_app
 from captioner.api.schemas import ServerLimits
+from support.api_helpers import make_settings, serving
+from support.fake_engine import FakeCaptioner
 
 pytestmark = pytest.mark.anyio
 

@@ -51,7 +51,7 @@ from PIL import Image as PILImage
 
 from captioner.assets import CHECKPOINT_PREFIX, PINNED_ASSET_SHA512, VOCAB_FILENAME
 from captioner.config import Settings
-from checkpoints import write_random_checkpoint
+from captioner.testing import write_random_checkpoint
 
 pytestmark = pytest.mark.slow
 

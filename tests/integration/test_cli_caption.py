@@ -178,8 +178,8 @@ def test_a_missing_model_is_downloaded_first_as_the_server_does(
 ) -> None:
     import hashlib
 
-    from checkpoints import write_random_checkpoint
-    from http_fixtures import AssetServer, Route, tar_gz
+    from captioner.testing import write_random_checkpoint
+    from support.http_fixtures import AssetServer, Route, tar_gz
 
     release = write_random_checkpoint(tmp_path / "release", prefix_name="model2.ckpt-2000000")
     members = {

@@ -18,8 +18,8 @@ from PIL import Image
 from captioner.assets import ModelFiles
 from captioner.checkpoint import load_checkpoint
 from captioner.engine import Captioner
-from checkpoints import write_random_checkpoint
-from reference import NumpyModel, as_pairs, reference_captions
+from captioner.testing import write_random_checkpoint
+from support.reference import NumpyModel, as_pairs, reference_captions
 
 
 def _images(count: int, seed: int = 7) -> list[bytes]:

@@ -1,6 +1,6 @@
 """The demo model names shapes and colours drawn by code that shares nothing with its generator.
 
-The pictures come from ``tests/independent_scenes.py`` (CSS colour names, plain
+The pictures come from ``tests/support/independent_scenes.py`` (CSS colour names, plain
 ``ImageDraw`` calls, common frame sizes; see its docstring for what it covers and what it
 leaves out): one shape each, and a small shape beside a large one. Colours and kinds are
 scored, and for pairs the relation; the size words are not.
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
-import independent_scenes
+import support.independent_scenes as independent_scenes
 from captioner.assets import DEMO_MODEL_DIR, model_files_in
 from captioner.engine import Captioner
-from independent_scenes import PALETTE, Picture, caption_all, draw_pictures, score
+from support.independent_scenes import PALETTE, Picture, caption_all, draw_pictures, score
 
 pytestmark = pytest.mark.slow
 

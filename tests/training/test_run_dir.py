@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from captioner.checkpoint import load_checkpoint
 from captioner.cli import cli
 from captioner.errors import CheckpointError
+from captioner.testing import random_tensors
 from captioner.training.run_dir import RunDirectory, TrainerState
-from checkpoints import random_tensors
 
 SMALL = {"depth_multiplier": 0.05, "vocab_rows": 20, "embedding_size": 8, "lstm_units": 8}
 

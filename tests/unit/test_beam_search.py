@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from captioner.beam_search import beam_search
-from reference import original_beam_search
+from support.reference import original_beam_search
 
 NEXT_WORD = {
     0: {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4},

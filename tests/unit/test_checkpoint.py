@@ -17,7 +17,7 @@ from captioner.checkpoint import (
 )
 from captioner.encoder import inception_v3_layout
 from captioner.errors import CheckpointError
-from checkpoints import random_tensors, write_random_checkpoint
+from captioner.testing import random_tensors, write_random_checkpoint
 
 SMALL = {"depth_multiplier": 0.1, "vocab_rows": 40, "embedding_size": 16, "lstm_units": 8}
 

@@ -19,7 +19,7 @@ from captioner.preprocessing import (
     preprocess_image,
     resize_bilinear_tf1,
 )
-from reference import resize_bilinear_tf1 as numpy_resize_tf1
+from support.reference import resize_bilinear_tf1 as numpy_resize_tf1
 
 LIMIT = 10_000_000
 

@@ -59,7 +59,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_vocabulary_larger_than_the_model_is_refused(tmp_path: Path) -> None:
     from captioner.engine import Captioner
-    from checkpoints import write_random_checkpoint, write_vocabulary
+    from captioner.testing import write_random_checkpoint, write_vocabulary
 
     files = write_random_checkpoint(tmp_path, vocab_rows=20, embedding_size=8, lstm_units=8)
     write_vocabulary(files.vocab, 25)

@@ -96,6 +96,11 @@ class ModelService:
         return self.state is ModelState.READY
 
     @property
+    def queue_depth(self) -> int:
+        """Requests admitted and not yet running (0 before the model is ready)."""
+        return self._batcher.depth if self._batcher is not None else 0
+
+    @property
     def not_ready_reason(self) -> str:
         """Why captions are refused now, for a person to read."""
         return {

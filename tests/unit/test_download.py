@@ -15,7 +15,6 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from filelock import FileLock
 
 from captioner.assets import DEMO_MODEL_DIR, PINNED_ASSET_SHA512, model_files_in
 from captioner.cli import cli
-from captioner.config import Settings
 from captioner.download import ensure_model, install_model
 from captioner.errors import (
     AssetError,
@@ -32,7 +30,14 @@ from captioner.errors import (
     OfflineError,
     UnsafeArchiveError,
 )
-from http_fixtures import (
+from support.downloads import (
+    assert_installed,
+    assert_no_work_left,
+    install_old_model,
+    serve,
+    settings_for,
+)
+from support.http_fixtures import (
     MEMBER_NAMES,
     Assets,
     AssetServer,
@@ -42,79 +47,7 @@ from http_fixtures import (
     tar_gz,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "download_checkpoint.py"
-
-
-@pytest.fixture(autouse=True)
-def _no_captioner_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("CAPTIONER_"):
-            monkeypatch.delenv(key)
-
-
-@pytest.fixture
-def server() -> Iterator[AssetServer]:
-    asset_server = AssetServer()
-    yield asset_server
-    asset_server.stop()
-
-
-@pytest.fixture
-def assets() -> Assets:
-    return make_assets()
-
-
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    return tmp_path / "models" / "im2txt"
-
-
-def serve(server: AssetServer, assets: Assets, tarball: Route | None = None) -> None:
-    server.routes["/assets.tar.gz"] = tarball or Route(assets.tarball)
-    server.routes["/word_counts.txt"] = Route(assets.vocab)
-
-
-def settings_for(
-    server: AssetServer, model_dir: Path, assets: Assets, paths: tuple[str, ...] = (), **kw
-) -> Settings:
-    """Settings a user with a private mirror would write: sources, pins, short timeouts."""
-    values = {
-        "model_dir": model_dir,
-        "download_urls": [server.url(p) for p in paths or ("/assets.tar.gz",)],
-        "vocab_url": server.url("/word_counts.txt"),
-        "asset_sha512": assets.sha512,
-        "vocab_sha256": assets.vocab_sha256,
-        "download_timeout_s": 2.0,
-        "download_retries": 1,
-        "download_backoff_s": 0.0,
-        **kw,
-    }
-    return Settings(**values)
-
-
-def assert_installed(model_dir: Path, assets: Assets) -> None:
-    """Exactly the pinned members and the vocabulary, byte for byte, and no leftovers beside."""
-    expected = dict(assets.members)
-    expected["word_counts.txt"] = assets.vocab
-    files = {k: v for k, v in snapshot(model_dir).items() if v is not None}
-    assert files == expected
-    siblings = {p.name for p in model_dir.parent.iterdir()} - {model_dir.name, ".im2txt.lock"}
-    assert siblings == set()
-
-
-def assert_no_work_left(model_dir: Path) -> None:
-    """No staging or replaced directory beside the model (partial downloads may stay)."""
-    names = [p.name for p in model_dir.parent.iterdir()] if model_dir.parent.exists() else []
-    assert not [n for n in names if ".new-" in n or ".old-" in n]
-
-
-def install_old_model(
-    server: AssetServer, model_dir: Path, assets: Assets
-) -> dict[str, bytes | None]:
-    serve(server, assets)
-    install_model(settings_for(server, model_dir, assets), progress="off")
-    server.requests.clear()
-    return snapshot(model_dir)
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "download_checkpoint.py"
 
 
 def test_test_tarball_has_the_pinned_layout(assets: Assets) -> None:
@@ -135,7 +68,6 @@ def test_installed_model_is_readable_by_other_users(
     server: AssetServer, assets: Assets, model_dir: Path
 ) -> None:
     # An image built as root is served as another uid: the model must not be private.
-    import os
 
     umask = os.umask(0o022)
     try:
@@ -164,59 +96,6 @@ def test_missing_first_source_falls_back_to_the_mirror(
     assert_installed(model_dir, assets)
     assert server.paths_requested()[1:] == ["/moved/assets.tar.gz", "/assets.tar.gz"]
     assert "HTTP 404" in caplog.text
-
-
-def test_dropped_connection_resumes_with_range(
-    server: AssetServer, assets: Assets, model_dir: Path
-) -> None:
-    serve(server, assets, Route(assets.tarball, "drop_first"))
-    install_model(settings_for(server, model_dir, assets), progress="off")
-    assert_installed(model_dir, assets)
-    tarball_requests = [r for r in server.requests if r.path == "/assets.tar.gz"]
-    assert [r.range for r in tarball_requests] == [None, f"bytes={len(assets.tarball) // 2}-"]
-
-
-def test_interrupted_download_resumes_on_the_next_run(
-    server: AssetServer, assets: Assets, model_dir: Path
-) -> None:
-    serve(server, assets, Route(assets.tarball, "drop_first"))
-    settings = settings_for(server, model_dir, assets, download_retries=0)
-    with pytest.raises(AssetError, match="connection closed after"):
-        install_model(settings, progress="off")
-    assert not model_dir.exists()
-    assert_no_work_left(model_dir)
-
-    install_model(settings, progress="off")
-    assert_installed(model_dir, assets)
-    tarball_ranges = [r.range for r in server.requests if r.path == "/assets.tar.gz"]
-    assert tarball_ranges == [None, f"bytes={len(assets.tarball) // 2}-"]
-    # The vocabulary was whole after the first run: the second only confirms it (416).
-    vocab_ranges = [r.range for r in server.requests if r.path == "/word_counts.txt"]
-    assert vocab_ranges == [None, f"bytes={len(assets.vocab)}-"]
-
-
-def test_server_errors_are_retried_with_backoff(
-    server: AssetServer, assets: Assets, model_dir: Path
-) -> None:
-    serve(server, assets, Route(assets.tarball, "error_first", failures=2))
-    settings = settings_for(server, model_dir, assets, download_retries=2, download_backoff_s=0.05)
-    started = time.monotonic()
-    install_model(settings, progress="off")
-    assert time.monotonic() - started >= 0.05 + 0.1  # backoff doubles: 0.05 s, then 0.1 s
-    assert_installed(model_dir, assets)
-    assert server.paths_requested().count("/assets.tar.gz") == 3
-
-
-def test_retries_are_bounded_and_leave_the_old_model(
-    server: AssetServer, assets: Assets, model_dir: Path
-) -> None:
-    before = install_old_model(server, model_dir, assets)
-    serve(server, assets, Route(assets.tarball, "error_first", failures=99))
-    with pytest.raises(AssetError, match=r"HTTP 503 .*gave up after 2 attempts"):
-        install_model(settings_for(server, model_dir, assets), force=True, progress="off")
-    assert snapshot(model_dir) == before
-    assert server.paths_requested().count("/assets.tar.gz") == 2
-    assert_no_work_left(model_dir)
 
 
 def test_wrong_checksum_is_rejected_and_the_old_model_untouched(
@@ -320,18 +199,6 @@ def test_unsafe_tarball_is_rejected(
     assert snapshot(model_dir) == {}
     assert not (model_dir.parent / "evil").exists()
     assert not (model_dir.parent.parent / "evil").exists()
-    assert_no_work_left(model_dir)
-
-
-def test_stalled_server_times_out(server: AssetServer, assets: Assets, model_dir: Path) -> None:
-    before = install_old_model(server, model_dir, assets)
-    serve(server, assets, Route(assets.tarball, "stall"))
-    settings = settings_for(server, model_dir, assets, download_timeout_s=0.3)
-    started = time.monotonic()
-    with pytest.raises(AssetError, match=r"stalled: no data for 0.3 s .*gave up after 2"):
-        install_model(settings, force=True, progress="off")
-    assert time.monotonic() - started < 3
-    assert snapshot(model_dir) == before
     assert_no_work_left(model_dir)
 
 
@@ -489,28 +356,6 @@ def test_leftovers_of_a_crashed_installer_are_removed(
         (model_dir.parent / leftover / "checkpoint").mkdir(parents=True)
     install_model(settings_for(server, model_dir, assets), progress="off")
     assert_installed(model_dir, assets)
-
-
-def test_log_progress_says_size_percent_and_rate(
-    server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    serve(server, assets)
-    caplog.set_level("INFO", logger="captioner.transfer")
-    install_model(settings_for(server, model_dir, assets), progress="log")
-    kib = f"{len(assets.tarball) / 1024:.1f} KiB"
-    assert f"assets.tar.gz: downloading {kib}" in caplog.text
-    assert f"assets.tar.gz: {kib} of {kib} (100%), " in caplog.text
-    assert "/s" in caplog.text
-
-
-def test_bar_progress_shows_size_and_rate(
-    server: AssetServer, assets: Assets, model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    serve(server, assets)
-    install_model(settings_for(server, model_dir, assets), progress="bar")
-    err = capsys.readouterr().err
-    assert "assets.tar.gz: 100%" in err
-    assert "B/s" in err
 
 
 def _cli_env(server: AssetServer, assets: Assets) -> dict[str, str]:

@@ -38,7 +38,7 @@ from captioner.training.shapes import (
 )
 from captioner.training.tokenizer import count_words, tokenize
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # The grammar promised by the issue, written out independently of the generator.
 _COLOUR = "(red|green|blue|yellow|purple|orange)"

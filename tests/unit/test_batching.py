@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from fake_engine import FakeCaptioner, png_bytes
 
 from captioner.batching import Captioned, MicroBatcher
 from captioner.errors import (
@@ -18,6 +17,7 @@ from captioner.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
+from support.fake_engine import FakeCaptioner, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +77,7 @@ async def test_requests_queued_behind_a_batch_run_together_and_get_their_own_cap
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
         tasks = [caption_task(batcher, c) for c in COLOURS[:5]]
-        await wait_until(lambda: batcher.depth == 5 and len(batcher._waiting) == 5)
+        await wait_until(lambda: batcher.depth == 5 and batcher.waiting == 5)
         assert engine.gate is not None
         engine.gate.set()
         results = await asyncio.gather(*tasks)
@@ -92,7 +92,7 @@ async def test_batches_never_exceed_the_maximum() -> None:
     async with running(engine, max_batch_size=4) as batcher:
         holder = await hold_worker(engine, batcher)
         tasks = [caption_task(batcher, "red") for _ in range(10)]
-        await wait_until(lambda: len(batcher._waiting) == 10)
+        await wait_until(lambda: batcher.waiting == 10)
         assert engine.gate is not None
         engine.gate.set()
         await asyncio.gather(holder, *tasks)
@@ -107,7 +107,7 @@ async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
         tasks = []
         for count, (beam_size, max_length) in enumerate(knobs, start=1):  # queued in this order
             tasks.append(caption_task(batcher, "red", beam_size, max_length))
-            await wait_until(lambda n=count: len(batcher._waiting) == n)
+            await wait_until(lambda n=count: batcher.waiting == n)
         assert engine.gate is not None
         engine.gate.set()
         results = await asyncio.gather(holder, *tasks)
@@ -121,7 +121,7 @@ async def test_uploads_still_being_decoded_join_the_batch_past_the_wait() -> Non
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
         try:
             red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue")
-            await wait_until(lambda: len(batcher._waiting) == 1 and batcher.depth == 2)
+            await wait_until(lambda: batcher.waiting == 1 and batcher.depth == 2)
             await asyncio.sleep(0.2)  # 100 times max_wait: red still waits for blue
             assert engine.calls == []
         finally:
@@ -150,7 +150,7 @@ async def queued_behind_a_batch_of_one(
     """A request that waited through a one-image batch, which has just answered its client."""
     holder = await hold_worker(engine, batcher)
     task = caption_task(batcher, colour)
-    await wait_until(lambda: len(batcher._waiting) == 1)
+    await wait_until(lambda: batcher.waiting == 1)
     assert engine.gate is not None
     engine.gate.set()
     await holder
@@ -205,7 +205,7 @@ async def test_full_queue_is_refused_before_any_decoding() -> None:
     async with running(engine, max_queue_size=2) as batcher:
         holder = await hold_worker(engine, batcher)
         queued = [caption_task(batcher, "red") for _ in range(2)]
-        await wait_until(lambda: len(batcher._waiting) == 2)
+        await wait_until(lambda: batcher.waiting == 2)
         decoded = engine.preprocessed
         with pytest.raises(OverloadedError) as refused:
             await batcher.caption(png_bytes("blue"), beam_size=3, max_length=20)
@@ -227,7 +227,7 @@ async def test_request_past_its_deadline_is_dropped_without_inference() -> None:
         holder = await hold_worker(engine, batcher)
         with pytest.raises(DeadlineExceededError):
             await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
-        assert batcher.depth == 0 and not batcher._waiting
+        assert batcher.depth == 0 and batcher.waiting == 0
         assert engine.gate is not None
         engine.gate.set()
         await holder  # already running at its deadline: it is allowed to finish
@@ -273,10 +273,10 @@ async def test_a_client_that_leaves_frees_its_place_and_costs_nothing() -> None:
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
         leaver = caption_task(batcher, "red")
-        await wait_until(lambda: len(batcher._waiting) == 1)
+        await wait_until(lambda: batcher.waiting == 1)
         leaver.cancel()
         await asyncio.gather(leaver, return_exceptions=True)
-        assert batcher.depth == 0 and not batcher._waiting
+        assert batcher.depth == 0 and batcher.waiting == 0
         assert engine.gate is not None
         engine.gate.set()
         await holder
@@ -291,7 +291,7 @@ async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
     await batcher.start()
     # With a 10 s batch wait, only the drain can make this batch run early.
     queued = caption_task(batcher, "red")
-    await wait_until(lambda: len(batcher._waiting) == 1)
+    await wait_until(lambda: batcher.waiting == 1)
     await asyncio.wait_for(batcher.aclose(5.0), 2.0)
     assert caption_of(await queued) == "a red square"
     with pytest.raises(ModelNotReadyError):

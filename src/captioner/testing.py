@@ -1,10 +1,11 @@
-"""Write im2txt-layout checkpoints with seeded random values, for tests and benchmarks.
+"""Stand-ins for the pretrained weights: im2txt checkpoints with seeded random values.
 
-The real pretrained weights cannot be downloaded here (docs/faithfulness.md), so tests write
-the exact tensor layout themselves: full size (383 tensors, the
-original shapes) or smaller (a width multiplier and small embedding/LSTM/vocabulary).
-Random weights give nonsense captions; tests assert structure and exact agreement between
-code paths, never meaning.
+The real weights are a 277 MB download that is not always possible (CI, offline machines),
+so the tests and the benchmarks write the exact tensor layout themselves: full size (the
+383 tensors of the original, same shapes, hence the same speed and memory) or smaller (a
+width multiplier and a small embedding, LSTM and vocabulary). Random weights give nonsense
+captions whose beam search never ends early (the worst case for speed); they check
+structure and agreement between code paths, never meaning (docs/faithfulness.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ import numpy as np
 
 from captioner.assets import ModelFiles
 from captioner.checkpoint import LSTM_NAMINGS, im2txt_tensor_shapes, save_checkpoint
+
+__all__ = [
+    "random_tensors",
+    "write_full_size_checkpoint",
+    "write_random_checkpoint",
+    "write_vocabulary",
+]
 
 
 def random_tensors(
