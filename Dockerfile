@@ -34,11 +34,10 @@ RUN /opt/captioner/bin/pip install --constraint docker/constraints.txt .
 
 # --- runtime: the venv on a clean base, run as uid 10001 ---------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
-# TF_CPP_MIN_LOG_LEVEL=1 keeps TensorFlow's warnings and drops its start-up INFO chatter.
+# TensorFlow's own log follows CAPTIONER_LOG_LEVEL (captioner sets it before importing TF).
 ENV PATH=/opt/captioner/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TF_CPP_MIN_LOG_LEVEL=1 \
     CAPTIONER_HOST=0.0.0.0 \
     CAPTIONER_PORT=5000
 RUN groupadd --system --gid 10001 captioner \

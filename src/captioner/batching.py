@@ -202,7 +202,7 @@ class MicroBatcher:
         Args:
             image: The encoded image (JPEG, PNG, ...), as uploaded.
             beam_size: Beam width; also the most captions returned.
-            max_length: Longest caption in words, including the end word.
+            max_length: Longest caption in tokens, counting ``<S>`` and ``</S>``.
 
         Returns:
             Its captions and the size of the batch it ran in.
@@ -229,7 +229,7 @@ class MicroBatcher:
         Args:
             images: Encoded images, in order.
             beam_size: Beam width for all of them.
-            max_length: Longest caption in words, for all of them.
+            max_length: Longest caption in tokens (counting ``<S>`` and ``</S>``), for all.
 
         Returns:
             One entry per image, in order: its :class:`Captioned`, or the
@@ -258,13 +258,13 @@ class MicroBatcher:
             raise failure
         # The images of one call join the queue together, so they can share one batch.
         pending: list[_Pending | CaptionerError] = []
-        for pixels in prepared:
-            if isinstance(pixels, CaptionerError):
+        for pixels in prepared:  # arrays and CaptionerErrors: anything else was raised above
+            if isinstance(pixels, np.ndarray):
+                item = _Pending(pixels=pixels, key=key, admitted_at=admitted_at, deadline=deadline)
+                self._waiting.append(item)
+                pending.append(item)
+            elif isinstance(pixels, CaptionerError):
                 pending.append(pixels)
-                continue
-            item = _Pending(pixels=pixels, key=key, admitted_at=admitted_at, deadline=deadline)
-            self._waiting.append(item)
-            pending.append(item)
         self._wakeup.set()
         return list(await asyncio.gather(*(self._outcome(item) for item in pending)))
 

@@ -73,7 +73,9 @@ def beam_search(
         step: the decoder's step function.
         start_id, end_id: the vocabulary's ``<S>`` and ``</S>`` ids.
         beam_size: K, captions kept per set (and next words tried per partial caption).
-        max_length: L, the longest caption in words, start word included.
+        max_length: L, the longest caption in tokens, counting ``<S>`` and ``</S>``: at
+            most L - 2 words of text (a partial caption loses its last word, as in the
+            original).
 
     Returns:
         The complete captions of each image, or its partial ones if none completed.

@@ -103,18 +103,22 @@ _MODEL_OPTIONS = (
         help="'demo': the bundled demo model (coloured shapes only, no network).",
     ),
     _setting_option("--checkpoint", type=CheckpointPath()),
-    _setting_option(
-        "--vocab",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="word_counts.txt of --checkpoint. [default: next to the checkpoint]",
+    _setting_option("--vocab", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+    click.option(
+        "--beam-size",
+        type=click.IntRange(1, 100),
+        default=3,
+        show_default=True,
+        help="Captions kept at each step, and the most captions returned (at most the "
+        "model's word rows).",
     ),
-    click.option("--beam-size", type=click.IntRange(1, 100), default=3, show_default=True),
     click.option(
         "--max-length",
         type=click.IntRange(1, 100),
         default=20,
         show_default=True,
-        help="Longest caption in words, counting the start word <S>.",
+        help="Longest caption in tokens, counting the start and end tokens <S> and </S>: "
+        "at most max-length - 2 words.",
     ),
     _setting_option("--precision", type=PRECISIONS),
     _setting_option("--log-level", type=LOG_LEVELS),
@@ -420,9 +424,13 @@ def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
 )
 @_train_option("min_word_count", click.IntRange(1), "Rarer words become <UNK>.")
 @_train_option("on_error", click.Choice(["skip", "fail"]), "Bad data: report and skip, or stop.")
-@_train_option("checkpoint_every", click.IntRange(1), "Save (and measure held-out loss) every N.")
+@_train_option(
+    "checkpoint_every", click.IntRange(1), "Save (and measure the held-out loss) every N steps."
+)
 @_train_option("seed", click.IntRange(0), "Seeds the split, the initial weights, the batches.")
-@_train_option("image_cache_mb", click.IntRange(0), "Keep preprocessed images in memory up to.")
+@_train_option(
+    "image_cache_mb", click.IntRange(0), "Keep preprocessed images in memory, up to this many MB."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, only errors.")
 @_setting_option("--log-level", type=LOG_LEVELS)
 @click.pass_context
@@ -536,7 +544,13 @@ def _init_model(init_from: str | None, init_vocab: Path | None) -> tuple[Path | 
     help="The COCO image folder.",
 )
 @_model_options
-@click.option("--samples", type=click.IntRange(0), default=5, show_default=True)
+@click.option(
+    "--samples",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Sample captions to print beside their references.",
+)
 @click.option(
     "--on-error",
     type=click.Choice(["skip", "fail"]),

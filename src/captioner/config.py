@@ -70,11 +70,14 @@ class Settings(BaseSettings):
     )
     checkpoint: Path | None = Field(
         None,
-        description="Serve this checkpoint instead: a directory with a `checkpoint` state "
-        "file, a prefix (`model.ckpt-4000`), or one of the prefix's files.",
+        description="Load this checkpoint instead of `model`: a directory with a `checkpoint` "
+        "state file, a prefix (`model.ckpt-4000`), or one of the prefix's files.",
+        json_schema_extra={"default_text": "none: the model `model` names"},
     )
     vocab: Path | None = Field(
-        None, description="`word_counts.txt` of `checkpoint`; default: next to the checkpoint."
+        None,
+        description="The `word_counts.txt` of `checkpoint`.",
+        json_schema_extra={"default_text": "the one next to the checkpoint"},
     )
 
     # --- getting the pretrained assets -------------------------------------------------
@@ -195,7 +198,12 @@ class Settings(BaseSettings):
     default_max_length: int = Field(
         20, ge=1, description="`max_length` when a request gives none (the original's 20)."
     )
-    max_max_length: int = Field(50, ge=1, description="Largest `max_length` a request may ask.")
+    max_max_length: int = Field(
+        50,
+        ge=1,
+        description="Largest `max_length` a request may ask (`max_length`: the longest caption "
+        "in tokens, counting `<S>` and `</S>`).",
+    )
     cors_enable: bool = Field(
         False,
         validation_alias=AliasChoices("CORS_ENABLE", "CAPTIONER_CORS_ENABLE", "cors_enable"),

@@ -241,8 +241,8 @@ def _ways_out(dest: Path) -> str:
     where = shlex.quote(str(dest))
     return (
         "Ways out:\n"
-        "  - the bundled demo model needs no network (it knows coloured shapes only): "
-        "`captioner serve --model demo`\n"
+        "  - the bundled demo model needs no network (it knows coloured shapes only): add "
+        "`--model demo` to the command, as in `captioner serve --model demo`\n"
         "  - download where the network allows: "
         f"`captioner download --dest {where}`\n"
         "  - install copies of the files you already have: "

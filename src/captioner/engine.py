@@ -42,6 +42,8 @@ from captioner.tf_runtime import configure_threads, import_tensorflow
 from captioner.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
+    from tensorflow import Tensor
+
     from captioner.config import Settings
     from captioner.transfer import ProgressMode
 
@@ -266,7 +268,8 @@ class Captioner:
         Args:
             pixels: float32 ``[B, 299, 299, 3]`` in [-1, 1].
             beam_size: captions kept per beam set, 1 or more (at most the vocabulary rows).
-            max_length: longest caption in words counting ``<S>``, 1 or more.
+            max_length: longest caption in tokens, counting ``<S>`` and ``</S>`` (at most
+                ``max_length - 2`` words of text), 1 or more.
 
         Returns:
             For each image, up to ``beam_size`` captions, best first.
@@ -373,7 +376,8 @@ class Captioner:
     def _check_parameters(self, beam_size: int, max_length: int) -> None:
         if not 1 <= beam_size <= self.info.vocab_rows:
             raise InvalidRequestError(
-                f"beam_size must be between 1 and {self.info.vocab_rows}, got {beam_size}",
+                f"beam_size must be between 1 and {self.info.vocab_rows} (the model's word "
+                f"rows), got {beam_size}",
                 field="beam_size",
             )
         if max_length < 1:
@@ -389,7 +393,7 @@ class Captioner:
             decoder = self._decoder
             vocabulary = self.vocabulary
 
-            def run(features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            def run(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
                 result = beam_search(
                     decoder.initial_state(features),
                     decoder.step,

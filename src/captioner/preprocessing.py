@@ -318,7 +318,8 @@ def _decode_with_tf(data: bytes, fmt: str) -> np.ndarray:
             image = tf.io.decode_jpeg(data, channels=3)
         else:
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        return image.numpy()
+        pixels: np.ndarray = image.numpy()
+        return pixels
     except (tf.errors.OpError, ValueError) as exc:
         detail = _tf_error_detail(exc)
         raise InvalidImageError(

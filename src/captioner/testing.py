@@ -46,6 +46,7 @@ def random_tensors(
     renames = dict(zip(LSTM_NAMINGS[0], LSTM_NAMINGS[lstm_naming], strict=True))
     tensors: dict[str, np.ndarray] = {}
     for name, shape in shapes.items():
+        value: np.ndarray
         if name == "global_step":
             value = np.array(1234, dtype=np.int32)
         elif name.endswith("/weights") and name.startswith("InceptionV3/"):

@@ -22,8 +22,10 @@ __all__ = ["configure_threads", "import_tensorflow"]
 
 logger = logging.getLogger(__name__)
 
-# captioner's log level -> TF_CPP_MIN_LOG_LEVEL (0 all, 1 warnings and errors, 2 errors).
-_TF_CPP_LEVELS = {"debug": "0", "info": "1", "warning": "1", "error": "2"}
+# captioner's log level -> TF_CPP_MIN_LOG_LEVEL (0 everything, 3 fatal only). Below debug,
+# TensorFlow's own C++ lines are off: what goes wrong reaches captioner as a Python error,
+# which it reports in its own words (a bad upload is a 400, not a line in the server log).
+_TF_CPP_LEVELS = {"debug": "0", "info": "3", "warning": "3", "error": "3"}
 
 
 def import_tensorflow(log_level: str = "info") -> ModuleType:

@@ -58,6 +58,7 @@ async def test_not_ready_until_the_model_is_loaded(tmp_path: Path) -> None:
         after = (await client.get("/metrics")).text
     assert live.status_code == 200
     assert ready.status_code == 503
+    assert ready.headers["Retry-After"] == "5"
     assert ready.json() == {
         "ready": False,
         "status": "error",

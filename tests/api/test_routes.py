@@ -473,6 +473,18 @@ async def test_metrics_label_every_served_route_and_only_those(
     assert "nope" not in text
 
 
+async def test_an_upload_refused_before_routing_is_counted_under_its_route(
+    tmp_path: Path, fake: FakeCaptioner
+) -> None:
+    app = create_app(make_settings(tmp_path, max_upload_bytes=1000), captioner=fake)
+    async with serving(app) as client:
+        big = {"image": ("big.png", png_bytes("red") + b"\0" * 2000, "image/png")}
+        assert (await client.post("/model/predict", files=big)).status_code == 413
+        text = (await client.get("/metrics")).text
+    assert 'method="POST",route="/model/predict",status="413"} 1.0' in text
+    assert 'route="unmatched"' not in text
+
+
 # --- health and metrics ----------------------------------------------------------------------
 
 

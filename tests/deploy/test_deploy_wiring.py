@@ -44,7 +44,6 @@ FOREIGN_VARIABLES = {
     "PYTHONDONTWRITEBYTECODE",
     "PIP_NO_CACHE_DIR",
     "PIP_DISABLE_PIP_VERSION_CHECK",
-    "TF_CPP_MIN_LOG_LEVEL",
     "TF_NUM_INTRAOP_THREADS",
 }
 # A first start downloads a 277 MB tarball and verifies it: 10 minutes is 0.5 MB/s.

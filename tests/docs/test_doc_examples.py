@@ -216,7 +216,20 @@ def reader_env(**extra: str) -> dict[str, str]:
 
 
 def run_block(block: Block, cwd: Path, env: dict[str, str], port: int | None = None) -> str:
-    """Run each command line of ``block``; returns what the last one printed."""
+    """Run each command line of ``block`` (a Python block as one program); returns what the
+    last one printed."""
+    if block.lang == "python":
+        done = subprocess.run(
+            [sys.executable, "-c", block.text],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"{block.where}:\n{done.stdout}\n{done.stderr}"
+        assert done.stdout.strip(), f"{block.where} printed nothing"
+        return done.stdout
     stdout = ""
     for line in command_lines(block):
         if port is not None:

@@ -62,7 +62,9 @@ def wait_until_ready(page: Page) -> None:
 def test_two_images_show_their_captions_as_text_and_alt_text(desktop: Browsing) -> None:
     page = desktop.open()
     wait_until_ready(page)
-    expect(page.locator("#notice")).to_contain_text("It only knows coloured shapes")
+    expect(page.locator("#notice")).to_contain_text(
+        "It only knows scenes of one or two coloured shapes"
+    )
 
     page.set_input_files("#file-input", [png_file(RED), png_file(GREEN)])
 

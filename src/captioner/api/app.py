@@ -92,15 +92,13 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     app.state.metrics = app_metrics
     install_error_handlers(app)
     install_openapi(app, settings)
-    for router in (
-        model.router,
-        health.router,
-        limits.router,
-        metrics.router,
-        docs.router,
-        web.router,
-    ):
+    routers = (model.router, health.router, limits.router, metrics.router, docs.router, web.router)
+    for router in routers:
         app.include_router(router)
+    # What the access log matches requests answered before routing against (a 413 from the
+    # upload guard still names its route): every included route, then the app's own (a
+    # live list: routes mounted later count too).
+    included = [route for router in routers for route in router.routes]
 
     # Added innermost first: the access log sees every answer, CORS headers reach the 413s.
     app.add_middleware(
@@ -111,7 +109,9 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
     )
     if settings.cors_enable or settings.cors_origins:
         _add_cors(app, settings)
-    app.add_middleware(AccessLogMiddleware, metrics=app_metrics, routes=app.routes)
+    app.add_middleware(
+        AccessLogMiddleware, metrics=app_metrics, routes=lambda: [*included, *app.routes]
+    )
     return app
 
 

@@ -11,7 +11,7 @@ from captioner.api.service import ModelService
 from captioner.config import Settings
 from captioner.errors import InvalidRequestError
 
-__all__ = ["DecodeParams", "DecodeParamsDep", "ServiceDep", "SettingsDep", "decode_bounds"]
+__all__ = ["SearchParams", "SearchParamsDep", "ServiceDep", "SettingsDep", "search_bounds"]
 
 
 def _settings(request: Request) -> Settings:
@@ -27,15 +27,15 @@ ServiceDep = Annotated[ModelService, Depends(_service)]
 
 
 @dataclass(frozen=True)
-class DecodeParams:
-    """Beam search knobs of one request, within the server's bounds."""
+class SearchParams:
+    """The beam search parameters of one request, within the server's bounds."""
 
     beam_size: int
     max_length: int
 
 
-def decode_bounds(settings: Settings) -> dict[str, tuple[int, int]]:
-    """Each decoding knob's default and largest value (the smallest is 1).
+def search_bounds(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Each beam search parameter's default and largest value (the smallest is 1).
 
     One table for both the check below and the OpenAPI document's bounds.
     """
@@ -54,7 +54,7 @@ def _bounded(name: str, value: int | None, bounds: dict[str, tuple[int, int]]) -
     return value
 
 
-def _decode_params(
+def _search_params(
     settings: SettingsDep,
     beam_size: Annotated[
         int | None,
@@ -62,14 +62,17 @@ def _decode_params(
     ] = None,
     max_length: Annotated[
         int | None,
-        Query(description="Longest caption in words, end word included."),
+        Query(
+            description="Longest caption in tokens, counting the start and end tokens <S> "
+            "and </S>: at most max_length - 2 words."
+        ),
     ] = None,
-) -> DecodeParams:
-    bounds = decode_bounds(settings)
-    return DecodeParams(
+) -> SearchParams:
+    bounds = search_bounds(settings)
+    return SearchParams(
         beam_size=_bounded("beam_size", beam_size, bounds),
         max_length=_bounded("max_length", max_length, bounds),
     )
 
 
-DecodeParamsDep = Annotated[DecodeParams, Depends(_decode_params)]
+SearchParamsDep = Annotated[SearchParams, Depends(_search_params)]

@@ -28,6 +28,8 @@ from captioner.errors import (
 __all__ = [
     "MAX_MISSING_IMAGE",
     "MAX_VALIDATION_FAILED",
+    "NOT_READY_RETRY_AFTER_S",
+    "RETRY_AFTER_HEADER",
     "ErrorRule",
     "error_body",
     "install_error_handlers",
@@ -45,6 +47,13 @@ INTERNAL_ERROR = "Internal Server Error"
 
 # While loading or draining, a retry in a few seconds may reach a ready server.
 NOT_READY_RETRY_AFTER_S = 5.0
+# How the OpenAPI document describes the header of every 503.
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds after which a retry may succeed.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
 @dataclass(frozen=True)

@@ -187,13 +187,15 @@ class AccessLogMiddleware:
     The line is JSON: method, path, route template, status, latency in ms, the batch size
     the request's captions ran in (when it had any), the rejection reason (for errors).
 
-    The route label is the template of the route that served the request (``routes`` is
-    the app's live list, so routes added later count too): FastAPI's own routes name
-    themselves, the others (documentation pages, mounted static files) are matched here.
-    A path no route matches is "unmatched", so clients cannot grow the label set.
+    The route label is the template of the route that served the request: FastAPI's routes
+    name themselves when they run; a request answered before routing (a 413 from the
+    upload guard) and the others (mounted static files) are matched against ``routes``
+    here. A path no route matches is "unmatched", so clients cannot grow the label set.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: Callable[[], Sequence[BaseRoute]]
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
@@ -222,10 +224,10 @@ class AccessLogMiddleware:
         route = scope.get("route")
         if route is not None:
             return str(route.path)
-        for candidate in self.routes:
-            match, _ = candidate.matches(request_scope)
-            if match is not Match.NONE:
-                return str(getattr(candidate, "path_format", "unmatched"))
+        for candidate in self.routes():
+            template = getattr(candidate, "path_format", None)
+            if template is not None and candidate.matches(request_scope)[0] is not Match.NONE:
+                return str(template)
         return "unmatched"
 
     def _record(self, scope: Scope, route: str, status: int, latency_s: float) -> None:

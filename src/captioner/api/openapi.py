@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from captioner.api.deps import decode_bounds
+from captioner.api.deps import search_bounds
 from captioner.config import Settings
 
 __all__ = ["IMAGE_MEDIA_TYPES", "install_openapi"]
@@ -63,7 +63,7 @@ def _correct(document: JSON, settings: Settings) -> None:
     schemas: JSON = document.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    bounds = decode_bounds(settings)
+    bounds = search_bounds(settings)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})

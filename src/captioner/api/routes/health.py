@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from captioner.api.deps import ServiceDep
-from captioner.api.errors import error_body
+from captioner.api.errors import NOT_READY_RETRY_AFTER_S, RETRY_AFTER_HEADER, error_body
 from captioner.api.schemas import Liveness, NotReady, Readiness
 
 __all__ = ["router"]
@@ -23,7 +25,13 @@ async def live() -> Liveness:
 @router.get(
     "/ready",
     response_model=Readiness,
-    responses={503: {"model": NotReady, "description": "Loading, draining or failed."}},
+    responses={
+        503: {
+            "model": NotReady,
+            "description": "Loading, draining or failed.",
+            "headers": RETRY_AFTER_HEADER,
+        }
+    },
 )
 async def ready(request: Request, service: ServiceDep) -> JSONResponse:
     """200 only when the model is loaded and the server is not draining.
@@ -34,4 +42,5 @@ async def ready(request: Request, service: ServiceDep) -> JSONResponse:
         return JSONResponse({"ready": True, "precision": service.info.precision})
     request.state.error_reason = "not_ready"
     body = {"ready": False, **error_body(service.not_ready_reason)}
-    return JSONResponse(body, status_code=503)
+    retry_after = {"Retry-After": str(math.ceil(NOT_READY_RETRY_AFTER_S))}
+    return JSONResponse(body, status_code=503, headers=retry_after)

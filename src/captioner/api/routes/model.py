@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
-from captioner.api.deps import DecodeParamsDep, ServiceDep, SettingsDep
-from captioner.api.errors import rule_for
+from captioner.api.deps import SearchParamsDep, ServiceDep, SettingsDep
+from captioner.api.errors import RETRY_AFTER_HEADER, rule_for
 from captioner.api.schemas import (
     BatchItem,
     BatchResponse,
@@ -26,16 +26,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/model", tags=["model"])
 
-_RETRY_AFTER = {
-    "Retry-After": {
-        "description": "Seconds after which a retry may succeed.",
-        "schema": {"type": "integer", "minimum": 1},
-    }
-}
 _NOT_READY = {
     "model": ErrorResponse,
     "description": "Loading, draining, or the queue or the upload memory budget is full.",
-    "headers": _RETRY_AFTER,
+    "headers": RETRY_AFTER_HEADER,
 }
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Missing or unreadable image, bad parameter."},
@@ -133,7 +127,7 @@ _FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
     openapi_extra=_multipart_body(_FILE),
 )
 async def predict(
-    request: Request, service: ServiceDep, params: DecodeParamsDep
+    request: Request, service: ServiceDep, params: SearchParamsDep
 ) -> PredictResponse:
     """Caption one image (a part named `image`): up to `beam_size` captions, best first.
 
@@ -155,7 +149,7 @@ async def predict(
     openapi_extra=_multipart_body({"type": "array", "items": _FILE}),
 )
 async def predict_batch(
-    request: Request, service: ServiceDep, settings: SettingsDep, params: DecodeParamsDep
+    request: Request, service: ServiceDep, settings: SettingsDep, params: SearchParamsDep
 ) -> BatchResponse:
     """Caption several images (each a part named `image`); one result per file, in order.
 

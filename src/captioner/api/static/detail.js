@@ -48,7 +48,8 @@ export class DetailView {
       `Beam size (1 to ${limits.max_beam_size}): how many candidate captions the search ` +
       "keeps, and the most it returns.";
     this.dialog.querySelector("#max-length-hint").textContent =
-      `Max length (1 to ${limits.max_max_length}): the longest caption, in words.`;
+      `Max length (1 to ${limits.max_max_length}): the longest caption in tokens, ` +
+      "counting its start and end: at most max length - 2 words.";
   }
 
   open(item, opener) {
