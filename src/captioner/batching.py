@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -35,16 +35,21 @@ from captioner.errors import (
 )
 
 if TYPE_CHECKING:
-    from captioner.engine import Caption
+    from captioner.engine import Caption, ModelInfo
 
-__all__ = ["BatchObserver", "CaptionEngine", "Captioned", "MicroBatcher"]
+__all__ = ["BatchObserver", "Captioned", "Engine", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class CaptionEngine(Protocol):
-    """What the batcher needs from :class:`captioner.engine.Captioner`."""
+class Engine(Protocol):
+    """A loaded model, as the batcher and the server use it.
+
+    :class:`captioner.engine.Captioner` is the engine; the tests serve a fake one.
+    """
+
+    info: ModelInfo
 
     def preprocess(self, image: bytes) -> np.ndarray:
         """Bytes -> float32 ``[299, 299, 3]`` in [-1, 1]; thread-safe."""
@@ -54,6 +59,10 @@ class CaptionEngine(Protocol):
         self, pixels: np.ndarray, beam_size: int = 3, max_length: int = 20
     ) -> list[list[Caption]]:
         """float32 ``[B, 299, 299, 3]`` -> B caption lists, best first; one thread only."""
+        ...
+
+    def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
+        """Trace and run the graphs before the first request."""
         ...
 
 
@@ -114,7 +123,7 @@ class MicroBatcher:
     single worker thread.
 
     Args:
-        engine: The model (see :class:`CaptionEngine`).
+        engine: The model (see :class:`Engine`).
         max_batch_size: Most requests in one engine call.
         max_wait_s: Longest a request waits for company before its batch runs anyway.
         max_gather_s: Longest a request waits for company that is known to be coming:
@@ -135,7 +144,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        engine: CaptionEngine,
+        engine: Engine,
         *,
         max_batch_size: int,
         max_wait_s: float,

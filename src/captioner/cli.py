@@ -184,22 +184,20 @@ def caption(
     """
     import numpy as np
 
-    captioner = _load_model(**model)
+    engine = _load_model(**model)
     failed = False
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         outcomes: list[np.ndarray | str] = []  # per image, in order: pixels or an error message
         for path in chunk:
             try:
-                outcomes.append(captioner.preprocess(path.read_bytes()))
+                outcomes.append(engine.preprocess(path.read_bytes()))
             except OSError as exc:
                 outcomes.append(exc.strerror or str(exc))
             except CaptionerError as exc:
                 outcomes.append(str(exc))
         good = [o for o in outcomes if not isinstance(o, str)]
-        results = iter(
-            captioner.caption_arrays(np.stack(good), beam_size, max_length) if good else []
-        )
+        results = iter(engine.caption_arrays(np.stack(good), beam_size, max_length) if good else [])
         for path, outcome in zip(chunk, outcomes, strict=True):
             if isinstance(outcome, str):
                 failed = True
@@ -580,10 +578,10 @@ def evaluate(
     from captioner.training.dataset import read_dataset
     from captioner.training.evaluate import evaluate as run_evaluation
 
-    captioner = _load_model(**model)
+    engine = _load_model(**model)
     examples = read_dataset(data, images, on_error)  # type: ignore[arg-type]
     result = run_evaluation(
-        captioner,
+        engine,
         examples.examples,
         beam_size=beam_size,
         max_length=max_length,

@@ -10,7 +10,7 @@ import pytest
 
 from captioner.api.app import create_app
 from support.api_helpers import make_settings, serving
-from support.fake_engine import FakeCaptioner
+from support.fake_engine import FakeEngine
 
 
 @pytest.fixture
@@ -19,12 +19,12 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def fake() -> FakeCaptioner:
-    return FakeCaptioner()
+def fake() -> FakeEngine:
+    return FakeEngine()
 
 
 @pytest.fixture
-async def client(tmp_path: Path, fake: FakeCaptioner) -> AsyncIterator[httpx.AsyncClient]:
+async def client(tmp_path: Path, fake: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
     """A ready server over the fake engine, default settings."""
-    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+    async with serving(create_app(make_settings(tmp_path), engine=fake)) as client:
         yield client

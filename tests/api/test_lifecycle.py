@@ -13,7 +13,7 @@ import pytest
 from captioner.api.app import create_app
 from captioner.api.service import ModelState
 from support.api_helpers import make_settings, serving
-from support.fake_engine import FakeCaptioner, png_bytes
+from support.fake_engine import FakeEngine, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -43,8 +43,8 @@ async def wait_until(condition, timeout_s: float = 5.0) -> None:  # type: ignore
 
 
 async def test_not_ready_until_the_model_is_loaded(tmp_path: Path) -> None:
-    fake = FakeCaptioner(warmup_gate=threading.Event())
-    app = create_app(make_settings(tmp_path, max_batch_size=4), captioner=fake)
+    fake = FakeEngine(warmup_gate=threading.Event())
+    app = create_app(make_settings(tmp_path, max_batch_size=4), engine=fake)
     async with serving(app, wait_loaded=False) as client:
         live = await client.get("/v2/health/live")
         ready = await client.get("/v2/health/ready")
@@ -87,11 +87,11 @@ async def test_a_model_that_cannot_load_keeps_the_server_unready(tmp_path: Path)
 
 
 async def test_concurrent_requests_are_batched_and_each_gets_its_own_captions(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     # A 300 ms batch window: the eight concurrent requests are all admitted within it.
     settings = make_settings(tmp_path, max_batch_size=8, max_batch_wait_ms=300.0)
-    async with serving(create_app(settings, captioner=fake)) as client:
+    async with serving(create_app(settings, engine=fake)) as client:
         singles = {}
         for colour in COLOURS:  # one at a time: each alone in its batch
             singles[colour] = (await predict(client, colour)).json()
@@ -111,10 +111,10 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_captions(
 
 
 async def test_full_queue_gives_503_with_retry_after_and_the_server_stays_healthy(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(tmp_path, max_batch_size=1, max_queue_size=2)
-    app = create_app(settings, captioner=fake)
+    app = create_app(settings, engine=fake)
     service = app.state.service
     async with serving(app) as client:
         fake.gate = threading.Event()
@@ -138,10 +138,10 @@ async def test_full_queue_gives_503_with_retry_after_and_the_server_stays_health
 
 
 async def test_a_request_queued_past_its_deadline_is_504_and_never_runs(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(tmp_path, max_batch_size=1, request_timeout_s=0.3)
-    async with serving(create_app(settings, captioner=fake)) as client:
+    async with serving(create_app(settings, engine=fake)) as client:
         fake.gate = threading.Event()
         running = asyncio.create_task(predict(client, "black"))
         assert await asyncio.to_thread(fake.entered.wait, 5)
@@ -156,10 +156,10 @@ async def test_a_request_queued_past_its_deadline_is_504_and_never_runs(
 
 
 async def test_drain_finishes_accepted_requests_and_refuses_new_ones(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(tmp_path, max_batch_size=1)
-    app = create_app(settings, captioner=fake)
+    app = create_app(settings, engine=fake)
     service = app.state.service
     async with serving(app) as client:
         fake.gate = threading.Event()

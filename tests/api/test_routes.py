@@ -22,7 +22,7 @@ import captioner
 from captioner.api.app import create_app
 from captioner.api.static import page_bundle
 from support.api_helpers import make_settings, serving
-from support.fake_engine import FakeCaptioner, fake_info, jpeg_bytes, png_bytes
+from support.fake_engine import FakeEngine, fake_info, jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +111,7 @@ async def test_undecodable_upload_is_400_naming_the_problem(
     assert problem in body["message"]
 
 
-async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeCaptioner) -> None:
+async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeEngine) -> None:
     buffer = io.BytesIO()
     Image.new("1", (4000, 2000)).save(buffer, format="PNG")  # 8 Mpx in a few kB
     response = await client.post(
@@ -123,7 +123,7 @@ async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeCaptioner)
 
 
 async def test_query_parameters_reach_the_engine(
-    client: httpx.AsyncClient, fake: FakeCaptioner
+    client: httpx.AsyncClient, fake: FakeEngine
 ) -> None:
     response = await client.post(
         "/model/predict",
@@ -137,7 +137,7 @@ async def test_query_parameters_reach_the_engine(
     assert fake.calls[-1][1:] == (5, 2)
 
 
-async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: FakeCaptioner) -> None:
+async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: FakeEngine) -> None:
     await client.post("/model/predict", files={"image": ("a.png", png_bytes("red"), "image/png")})
     assert fake.calls[-1][1:] == (3, 20)
 
@@ -154,7 +154,7 @@ async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: Fake
     ],
 )
 async def test_out_of_range_parameters_are_400_in_max_shape(
-    client: httpx.AsyncClient, fake: FakeCaptioner, params: dict[str, object], field: str
+    client: httpx.AsyncClient, fake: FakeEngine, params: dict[str, object], field: str
 ) -> None:
     response = await client.post(
         "/model/predict",
@@ -169,8 +169,8 @@ async def test_out_of_range_parameters_are_400_in_max_shape(
     assert fake.calls == []
 
 
-async def test_upload_over_declared_limit_is_413(tmp_path: Path, fake: FakeCaptioner) -> None:
-    app = create_app(make_settings(tmp_path, max_upload_bytes=1000), captioner=fake)
+async def test_upload_over_declared_limit_is_413(tmp_path: Path, fake: FakeEngine) -> None:
+    app = create_app(make_settings(tmp_path, max_upload_bytes=1000), engine=fake)
     async with serving(app) as client:
         big = png_bytes("red", size=(400, 400)) + b"\0" * 2000
         response = await client.post(
@@ -184,9 +184,9 @@ async def test_upload_over_declared_limit_is_413(tmp_path: Path, fake: FakeCapti
         assert fake.preprocessed == 0
 
 
-async def test_streamed_upload_is_cut_off_at_the_limit(tmp_path: Path, fake: FakeCaptioner) -> None:
+async def test_streamed_upload_is_cut_off_at_the_limit(tmp_path: Path, fake: FakeEngine) -> None:
     """Without Content-Length, the body is read only up to the limit, then 413."""
-    app = create_app(make_settings(tmp_path, max_upload_bytes=10_000), captioner=fake)
+    app = create_app(make_settings(tmp_path, max_upload_bytes=10_000), engine=fake)
     sent = 0
 
     async def chunks():  # type: ignore[no-untyped-def]
@@ -208,11 +208,11 @@ async def test_streamed_upload_is_cut_off_at_the_limit(tmp_path: Path, fake: Fak
 
 
 async def test_upload_budget_refuses_before_reading_and_frees_after(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     """Bodies in flight hold their declared size; one more that does not fit gets 503."""
     settings = make_settings(tmp_path, max_upload_bytes=100_000, max_pending_upload_bytes=150_000)
-    app = create_app(settings, captioner=fake)
+    app = create_app(settings, engine=fake)
     held = png_bytes("red") + b"\0" * 80_000  # ~80 kB: trailing bytes after PNG's end
     async with serving(app) as client:
         fake.gate = threading.Event()
@@ -241,7 +241,7 @@ async def test_upload_budget_refuses_before_reading_and_frees_after(
 
 
 async def test_uploads_are_held_in_memory_never_on_disk(
-    tmp_path: Path, fake: FakeCaptioner, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 3 MB upload (multipart parsers usually spool past 1 MB) creates no temporary file."""
     created: list[str] = []
@@ -254,7 +254,7 @@ async def test_uploads_are_held_in_memory_never_on_disk(
     monkeypatch.setattr(tempfile, "TemporaryFile", no_temporary_file)
     monkeypatch.setattr(tempfile, "mkstemp", no_temporary_file)
     big = png_bytes("red") + b"\0" * 3_000_000  # Pillow ignores bytes after the PNG's end
-    app = create_app(make_settings(tmp_path), captioner=fake)
+    app = create_app(make_settings(tmp_path), engine=fake)
     async with serving(app) as client:
         response = await client.post(
             "/model/predict", files={"image": ("big.png", big, "image/png")}
@@ -294,7 +294,7 @@ async def test_a_malformed_multipart_body_is_400(client: httpx.AsyncClient) -> N
 
 
 async def test_batch_route_answers_each_file_in_order(
-    client: httpx.AsyncClient, fake: FakeCaptioner
+    client: httpx.AsyncClient, fake: FakeEngine
 ) -> None:
     files = [
         ("image", ("red.png", png_bytes("red"), "image/png")),
@@ -322,8 +322,8 @@ async def test_batch_route_answers_each_file_in_order(
     assert fake.batch_sizes == [3]
 
 
-async def test_batch_route_refuses_too_many_files(tmp_path: Path, fake: FakeCaptioner) -> None:
-    app = create_app(make_settings(tmp_path, max_files_per_batch_request=2), captioner=fake)
+async def test_batch_route_refuses_too_many_files(tmp_path: Path, fake: FakeEngine) -> None:
+    app = create_app(make_settings(tmp_path, max_files_per_batch_request=2), engine=fake)
     async with serving(app) as client:
         files = [("image", (f"{i}.png", png_bytes("red"), "image/png")) for i in range(3)]
         response = await client.post("/model/predict/batch", files=files)
@@ -342,8 +342,8 @@ async def test_batch_route_without_files_is_max_400(client: httpx.AsyncClient) -
 
 
 async def test_metadata_of_the_original_checkpoint_is_max_verbatim(tmp_path: Path) -> None:
-    fake = FakeCaptioner(info=fake_info(name="im2txt", is_pretrained_im2txt=True))
-    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+    fake = FakeEngine(info=fake_info(name="im2txt", is_pretrained_im2txt=True))
+    async with serving(create_app(make_settings(tmp_path), engine=fake)) as client:
         response = await client.get("/model/metadata")
     assert response.status_code == 200
     assert response.json() == {
@@ -399,7 +399,7 @@ async def test_openapi_and_docs_page(client: httpx.AsyncClient) -> None:
 
 
 async def test_openapi_states_the_servers_real_bounds_and_answers(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(
         tmp_path,
@@ -410,7 +410,7 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
         max_upload_bytes=123_456,
         max_image_pixels=999_999,
     )
-    async with serving(create_app(settings, captioner=fake)) as client:
+    async with serving(create_app(settings, engine=fake)) as client:
         openapi = (await client.get("/openapi.json")).json()
         swagger = (await client.get("/swagger.json")).json()
     paths = openapi["paths"]
@@ -450,9 +450,9 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
 
 
 async def test_metrics_label_every_served_route_and_only_those(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
-    app = create_app(make_settings(tmp_path), captioner=fake)
+    app = create_app(make_settings(tmp_path), engine=fake)
     mounted = tmp_path / "mounted"
     mounted.mkdir()
     (mounted / "app.js").write_text("// js")
@@ -474,9 +474,9 @@ async def test_metrics_label_every_served_route_and_only_those(
 
 
 async def test_an_upload_refused_before_routing_is_counted_under_its_route(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
-    app = create_app(make_settings(tmp_path, max_upload_bytes=1000), captioner=fake)
+    app = create_app(make_settings(tmp_path, max_upload_bytes=1000), engine=fake)
     async with serving(app) as client:
         big = {"image": ("big.png", png_bytes("red") + b"\0" * 2000, "image/png")}
         assert (await client.post("/model/predict", files=big)).status_code == 413
@@ -498,9 +498,9 @@ async def test_liveness_and_readiness_when_ready(client: httpx.AsyncClient) -> N
 async def test_the_precision_in_use_is_reported_on_ready_metrics_and_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake = FakeCaptioner(info=fake_info(precision="bf16"))
+    fake = FakeEngine(info=fake_info(precision="bf16"))
     with caplog.at_level(logging.INFO, logger="captioner.api.service"):
-        async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+        async with serving(create_app(make_settings(tmp_path), engine=fake)) as client:
             ready = await client.get("/v2/health/ready")
             metrics = (await client.get("/metrics")).text
     assert (ready.status_code, ready.json()) == (200, {"ready": True, "precision": "bf16"})
@@ -550,8 +550,8 @@ async def test_unknown_path_is_json_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_engine_failure_is_a_generic_500(tmp_path: Path) -> None:
-    fake = FakeCaptioner(fail_with=RuntimeError("secret internal detail"))
-    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+    fake = FakeEngine(fail_with=RuntimeError("secret internal detail"))
+    async with serving(create_app(make_settings(tmp_path), engine=fake)) as client:
         response = await client.post(
             "/model/predict", files={"image": ("a.png", png_bytes("red"), "image/png")}
         )
@@ -570,10 +570,10 @@ async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
 
 
 async def test_cors_enable_env_var_echoes_any_origin(
-    tmp_path: Path, fake: FakeCaptioner, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CORS_ENABLE", "true")  # MAX's variable name
-    async with serving(create_app(make_settings(tmp_path), captioner=fake)) as client:
+    async with serving(create_app(make_settings(tmp_path), engine=fake)) as client:
         response = await client.get("/model/metadata", headers={"Origin": "http://example.org"})
         preflight = await client.options(
             "/model/predict",
@@ -584,9 +584,9 @@ async def test_cors_enable_env_var_echoes_any_origin(
     assert preflight.headers["access-control-allow-origin"] == "http://a.test"
 
 
-async def test_cors_origins_allow_only_those_listed(tmp_path: Path, fake: FakeCaptioner) -> None:
+async def test_cors_origins_allow_only_those_listed(tmp_path: Path, fake: FakeEngine) -> None:
     settings = make_settings(tmp_path, cors_origins="http://good.test")
-    async with serving(create_app(settings, captioner=fake)) as client:
+    async with serving(create_app(settings, engine=fake)) as client:
         good = await client.get("/model/metadata", headers={"Origin": "http://good.test"})
         bad = await client.get("/model/metadata", headers={"Origin": "http://bad.test"})
     assert good.headers["access-control-allow-origin"] == "http://good.test"

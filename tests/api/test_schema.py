@@ -20,7 +20,7 @@ import httpx
 
 from captioner.api.app import create_app
 from support.api_helpers import make_settings, serving_on_loopback
-from support.fake_engine import FakeCaptioner
+from support.fake_engine import FakeEngine
 
 HERE = Path(__file__).parent
 
@@ -33,10 +33,8 @@ def schemathesis_command() -> str:
     return found
 
 
-def test_every_operation_passes_every_schemathesis_check(
-    tmp_path: Path, fake: FakeCaptioner
-) -> None:
-    app = create_app(make_settings(tmp_path, max_files_per_batch_request=4), captioner=fake)
+def test_every_operation_passes_every_schemathesis_check(tmp_path: Path, fake: FakeEngine) -> None:
+    app = create_app(make_settings(tmp_path, max_files_per_batch_request=4), engine=fake)
     env = {**os.environ, "PYTHONPATH": str(HERE), "SCHEMATHESIS_HOOKS": "schemathesis_hooks"}
     with serving_on_loopback(app) as port:
         url = f"http://127.0.0.1:{port}/openapi.json"

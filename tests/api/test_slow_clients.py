@@ -27,7 +27,7 @@ import pytest
 from captioner.api.app import create_app
 from captioner.assets import ModelFiles
 from support.api_helpers import make_settings, serving_on_loopback
-from support.fake_engine import FakeCaptioner, png_bytes
+from support.fake_engine import FakeEngine, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -105,12 +105,12 @@ def metric(text: str, sample: str) -> float:
 
 
 async def test_slow_clients_are_cut_off_at_their_deadlines_and_others_stay_fast(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(
         tmp_path, header_timeout_s=HEADER_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S
     )
-    app = create_app(settings, captioner=fake)
+    app = create_app(settings, engine=fake)
     with serving_on_loopback(app) as port:
         base = f"http://127.0.0.1:{port}"
         headers = [slow_headers(port) for _ in range(SLOW_CLIENTS)]
@@ -159,12 +159,12 @@ async def test_slow_clients_are_cut_off_at_their_deadlines_and_others_stay_fast(
     assert fake.preprocessed == 4  # the stalled uploads never reached the decoder
 
 
-async def test_a_body_nobody_reads_is_cut_off_too(tmp_path: Path, fake: FakeCaptioner) -> None:
+async def test_a_body_nobody_reads_is_cut_off_too(tmp_path: Path, fake: FakeEngine) -> None:
     """A body trickled after its answer (the route never reads it) still has its deadline."""
     settings = make_settings(
         tmp_path, header_timeout_s=HEADER_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S
     )
-    with serving_on_loopback(create_app(settings, captioner=fake)) as port:
+    with serving_on_loopback(create_app(settings, engine=fake)) as port:
         first = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n"
         outcome = await slow_client(port, first, b"x", give_up_s=30)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -176,10 +176,10 @@ async def test_a_body_nobody_reads_is_cut_off_too(tmp_path: Path, fake: FakeCapt
 
 
 async def test_connections_over_the_cap_get_503_and_are_closed(
-    tmp_path: Path, fake: FakeCaptioner
+    tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(tmp_path, max_connections=20, header_timeout_s=HEADER_TIMEOUT_S)
-    with serving_on_loopback(create_app(settings, captioner=fake)) as port:
+    with serving_on_loopback(create_app(settings, engine=fake)) as port:
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         await asyncio.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:

@@ -15,7 +15,7 @@ import pytest
 from captioner.api.app import create_app
 from captioner.api.schemas import ServerLimits
 from support.api_helpers import make_settings, serving
-from support.fake_engine import FakeCaptioner
+from support.fake_engine import FakeEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -142,8 +142,8 @@ async def test_limits_are_the_server_settings_and_answer_while_loading(tmp_path:
         max_max_length=40,
         max_batch_size=4,
     )
-    fake = FakeCaptioner(warmup_gate=threading.Event())
-    app = create_app(settings, captioner=fake)
+    fake = FakeEngine(warmup_gate=threading.Event())
+    app = create_app(settings, engine=fake)
     async with serving(app, wait_loaded=False) as client:
         assert (await client.get("/v2/health/ready")).status_code == 503  # still loading
         answer = await client.get("/limits")

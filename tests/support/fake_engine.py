@@ -51,7 +51,7 @@ def fake_info(**overrides: object) -> ModelInfo:
 
 
 @dataclass
-class FakeCaptioner:
+class FakeEngine:
     """Dominant-colour captions; see the module docstring."""
 
     info: ModelInfo = field(default_factory=fake_info)

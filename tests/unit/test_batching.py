@@ -17,7 +17,7 @@ from captioner.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
-from support.fake_engine import FakeCaptioner, png_bytes
+from support.fake_engine import FakeEngine, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ COLOURS = ["red", "green", "blue", "yellow", "cyan", "magenta", "white", "black"
 
 
 @asynccontextmanager
-async def running(engine: FakeCaptioner, **options: Any) -> AsyncIterator[MicroBatcher]:
+async def running(engine: FakeEngine, **options: Any) -> AsyncIterator[MicroBatcher]:
     settings: dict[str, Any] = {
         "max_batch_size": 8,
         "max_wait_s": 0.002,
@@ -51,7 +51,7 @@ def caption_task(
     )
 
 
-async def hold_worker(engine: FakeCaptioner, batcher: MicroBatcher) -> asyncio.Task[Captioned]:
+async def hold_worker(engine: FakeEngine, batcher: MicroBatcher) -> asyncio.Task[Captioned]:
     """Start one request and keep the worker busy with it until ``engine.gate`` is set."""
     engine.gate = threading.Event()
     task = asyncio.create_task(
@@ -73,7 +73,7 @@ def caption_of(outcome: Captioned) -> str:
 
 
 async def test_requests_queued_behind_a_batch_run_together_and_get_their_own_captions() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
         tasks = [caption_task(batcher, c) for c in COLOURS[:5]]
@@ -88,7 +88,7 @@ async def test_requests_queued_behind_a_batch_run_together_and_get_their_own_cap
 
 
 async def test_batches_never_exceed_the_maximum() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, max_batch_size=4) as batcher:
         holder = await hold_worker(engine, batcher)
         tasks = [caption_task(batcher, "red") for _ in range(10)]
@@ -100,7 +100,7 @@ async def test_batches_never_exceed_the_maximum() -> None:
 
 
 async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
         knobs = [(3, 20), (2, 20), (3, 20), (3, 5), (2, 20)]
@@ -117,7 +117,7 @@ async def test_different_beam_sizes_or_lengths_are_not_mixed() -> None:
 
 
 async def test_uploads_still_being_decoded_join_the_batch_past_the_wait() -> None:
-    engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
+    engine = FakeEngine(decode_gates={"blue": threading.Event()})
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
         try:
             red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue")
@@ -132,7 +132,7 @@ async def test_uploads_still_being_decoded_join_the_batch_past_the_wait() -> Non
 
 
 async def test_waiting_for_a_slow_upload_is_bounded_by_the_gather_time() -> None:
-    engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
+    engine = FakeEngine(decode_gates={"blue": threading.Event()})
     async with running(engine, max_wait_s=0.002, max_gather_s=0.1) as batcher:
         try:
             red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue")
@@ -145,7 +145,7 @@ async def test_waiting_for_a_slow_upload_is_bounded_by_the_gather_time() -> None
 
 
 async def queued_behind_a_batch_of_one(
-    engine: FakeCaptioner, batcher: MicroBatcher, colour: str
+    engine: FakeEngine, batcher: MicroBatcher, colour: str
 ) -> asyncio.Task[Captioned]:
     """A request that waited through a one-image batch, which has just answered its client."""
     holder = await hold_worker(engine, batcher)
@@ -159,7 +159,7 @@ async def queued_behind_a_batch_of_one(
 
 async def test_requests_queued_behind_a_batch_wait_for_the_clients_it_answered() -> None:
     """Closed-loop clients come back together: a queue split in two groups merges again."""
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
         red = await queued_behind_a_batch_of_one(engine, batcher, "red")
         await asyncio.sleep(0.2)  # 100 times max_wait: red waits for the holder's client
@@ -171,7 +171,7 @@ async def test_requests_queued_behind_a_batch_wait_for_the_clients_it_answered()
 
 
 async def test_waiting_for_answered_clients_is_bounded_by_the_gather_time() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, max_wait_s=0.002, max_gather_s=0.1) as batcher:
         red = await queued_behind_a_batch_of_one(engine, batcher, "red")
         assert caption_of(await asyncio.wait_for(red, 5)) == "a red square"  # nobody came
@@ -179,7 +179,7 @@ async def test_waiting_for_answered_clients_is_bounded_by_the_gather_time() -> N
 
 
 async def test_a_lone_client_coming_back_does_not_wait_for_more() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
         for colour in ("red", "blue", "green"):  # each answered before the next is sent
             outcome = await asyncio.wait_for(caption_task(batcher, colour), 2)
@@ -188,7 +188,7 @@ async def test_a_lone_client_coming_back_does_not_wait_for_more() -> None:
 
 
 async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
-    engine = FakeCaptioner(decode_gates={"blue": threading.Event()})
+    engine = FakeEngine(decode_gates={"blue": threading.Event()})
     async with running(engine, max_wait_s=0.002, max_gather_s=10.0) as batcher:
         try:
             red, blue = caption_task(batcher, "red"), caption_task(batcher, "blue", beam_size=2)
@@ -201,7 +201,7 @@ async def test_an_upload_with_other_knobs_being_decoded_holds_nothing() -> None:
 
 
 async def test_full_queue_is_refused_before_any_decoding() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, max_queue_size=2) as batcher:
         holder = await hold_worker(engine, batcher)
         queued = [caption_task(batcher, "red") for _ in range(2)]
@@ -222,7 +222,7 @@ async def test_full_queue_is_refused_before_any_decoding() -> None:
 
 
 async def test_request_past_its_deadline_is_dropped_without_inference() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, timeout_s=0.2) as batcher:
         holder = await hold_worker(engine, batcher)
         with pytest.raises(DeadlineExceededError):
@@ -235,7 +235,7 @@ async def test_request_past_its_deadline_is_dropped_without_inference() -> None:
 
 
 async def test_a_bad_image_fails_alone() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine) as batcher:
         outcomes = await batcher.caption_many(
             [png_bytes("red"), b"not an image", png_bytes("green")], beam_size=1, max_length=20
@@ -248,7 +248,7 @@ async def test_a_bad_image_fails_alone() -> None:
 
 
 async def test_every_engine_call_runs_on_one_worker_thread() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine, max_batch_size=2) as batcher:
         await asyncio.gather(
             *(batcher.caption(png_bytes(c), beam_size=3, max_length=20) for c in COLOURS)
@@ -259,7 +259,7 @@ async def test_every_engine_call_runs_on_one_worker_thread() -> None:
 
 
 async def test_engine_failure_fails_its_batch_and_the_batcher_goes_on() -> None:
-    engine = FakeCaptioner(fail_with=RuntimeError("boom"))
+    engine = FakeEngine(fail_with=RuntimeError("boom"))
     async with running(engine) as batcher:
         with pytest.raises(RuntimeError, match="boom"):
             await batcher.caption(png_bytes("red"), beam_size=3, max_length=20)
@@ -269,7 +269,7 @@ async def test_engine_failure_fails_its_batch_and_the_batcher_goes_on() -> None:
 
 
 async def test_a_client_that_leaves_frees_its_place_and_costs_nothing() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     async with running(engine) as batcher:
         holder = await hold_worker(engine, batcher)
         leaver = caption_task(batcher, "red")
@@ -284,7 +284,7 @@ async def test_a_client_that_leaves_frees_its_place_and_costs_nothing() -> None:
 
 
 async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     batcher = MicroBatcher(
         engine, max_batch_size=8, max_wait_s=10.0, max_queue_size=8, timeout_s=30.0
     )
@@ -299,7 +299,7 @@ async def test_aclose_finishes_admitted_requests_then_refuses() -> None:
 
 
 async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work() -> None:
-    engine = FakeCaptioner()
+    engine = FakeEngine()
     calls: list[str] = []
 
     def on_idle() -> None:
@@ -321,7 +321,7 @@ async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work(
 
 
 async def test_an_image_whose_deadline_passed_waiting_for_a_thread_is_not_decoded() -> None:
-    engine = FakeCaptioner(decode_gates={"black": threading.Event()})
+    engine = FakeEngine(decode_gates={"black": threading.Event()})
     async with running(engine, preprocess_threads=1, timeout_s=0.2) as batcher:
         slow = caption_task(batcher, "black")  # holds the one decoding thread
         late = caption_task(batcher, "red")  # waits for it past its deadline

@@ -20,7 +20,8 @@ from captioner.api.middleware import AccessLogMiddleware, UploadBudget, UploadGu
 from captioner.api.openapi import install_openapi
 from captioner.api.protocol import LIMITS_KEY, ConnectionLimits
 from captioner.api.routes import docs, health, limits, metrics, model, web
-from captioner.api.service import ModelService, ServingEngine
+from captioner.api.service import ModelService
+from captioner.batching import Engine
 from captioner.config import Settings, load_settings
 
 __all__ = ["create_app"]
@@ -36,7 +37,7 @@ _DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None, captioner: ServingEngine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the caption server.
 
     Nothing is loaded here: the lifespan loads the model in the background (the port
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
 
     Args:
         settings: Every knob; ``None`` reads them from the environment.
-        captioner: An already loaded engine to serve instead of loading one (tests,
+        engine: An already loaded engine to serve instead of loading one (tests,
             embedding); it is warmed up like a loaded one.
 
     Returns:
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, captioner: ServingEngine | None
             app_metrics.model_loaded(service.info.name, service.info.precision)
 
     service = ModelService(
-        settings, captioner=captioner, observer=app_metrics, on_ready_changed=ready_changed
+        settings, engine=engine, observer=app_metrics, on_ready_changed=ready_changed
     )
 
     connection_limits = ConnectionLimits(

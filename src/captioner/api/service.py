@@ -14,10 +14,10 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from captioner.batching import BatchObserver, Captioned, CaptionEngine, MicroBatcher
+from captioner.batching import BatchObserver, Captioned, Engine, MicroBatcher
 from captioner.config import Settings
 from captioner.errors import CaptionerError, ModelNotReadyError
 from captioner.memory import release_free_memory, release_library_pages, resident_mib
@@ -25,19 +25,9 @@ from captioner.memory import release_free_memory, release_library_pages, residen
 if TYPE_CHECKING:
     from captioner.engine import ModelInfo
 
-__all__ = ["ModelService", "ModelState", "ServingEngine", "warmup_batch_sizes"]
+__all__ = ["ModelService", "ModelState", "warmup_batch_sizes"]
 
 logger = logging.getLogger(__name__)
-
-
-class ServingEngine(CaptionEngine, Protocol):
-    """What the server needs from :class:`captioner.engine.Captioner`."""
-
-    info: ModelInfo
-
-    def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
-        """Compile the graph for these batch sizes before the first request."""
-        ...
 
 
 class ModelState(enum.Enum):
@@ -66,7 +56,7 @@ class ModelService:
 
     Args:
         settings: Where the model is, batching and warm-up knobs.
-        captioner: An already loaded engine (tests, embedders); ``None`` loads the one
+        engine: An already loaded engine (tests, embedders); ``None`` loads the one
             ``settings`` names.
         observer: Receives batch measurements (the app's metrics).
         on_ready_changed: Called with True when serving starts, False when it stops.
@@ -76,12 +66,12 @@ class ModelService:
         self,
         settings: Settings,
         *,
-        captioner: ServingEngine | None = None,
+        engine: Engine | None = None,
         observer: BatchObserver | None = None,
         on_ready_changed: Callable[[bool], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._engine: ServingEngine | None = captioner
+        self._engine: Engine | None = engine
         self._observer = observer
         self._on_ready_changed = on_ready_changed
         self._batcher: MicroBatcher | None = None
@@ -237,7 +227,7 @@ class ModelService:
         self._set_state(ModelState.STOPPED)
 
 
-def _load_engine(settings: Settings) -> ServingEngine:
+def _load_engine(settings: Settings) -> Engine:
     """Fetch the model if needed and load it (blocking; runs in a thread).
 
     TensorFlow is imported here, not at module import, so the API imports in milliseconds.

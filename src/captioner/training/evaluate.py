@@ -66,7 +66,7 @@ class Evaluation:
 
 
 def evaluate(
-    captioner: Captioner,
+    engine: Captioner,
     examples: Sequence[Example],
     *,
     beam_size: int = 3,
@@ -80,7 +80,7 @@ def evaluate(
     """Caption every image of ``examples`` and compare with its references.
 
     Args:
-        captioner: The model.
+        engine: The model.
         examples: Held-out captions; an image's captions are its references.
         beam_size, max_length: Beam search settings, as in serving.
         batch_size: Images per engine call.
@@ -109,7 +109,7 @@ def evaluate(
         pixels, batch = [], []
         for path, captions in groups[start : start + batch_size]:
             try:
-                pixels.append(captioner.preprocess(path.read_bytes()))
+                pixels.append(engine.preprocess(path.read_bytes()))
                 batch.append((path, captions))
             except (OSError, InvalidImageError) as exc:
                 error = DatasetError(f"{exc} (used at {captions[0].source})", path=path)
@@ -118,7 +118,7 @@ def evaluate(
                 report(f"skipped {error}")
                 skipped += 1
         if batch:
-            results = captioner.caption_arrays(np.stack(pixels), beam_size, max_length)
+            results = engine.caption_arrays(np.stack(pixels), beam_size, max_length)
             for (path, captions), ranked in zip(batch, results, strict=True):
                 best = ranked[0].text if ranked else ""
                 hypothesis = tokenize(best)
