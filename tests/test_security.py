@@ -23,7 +23,7 @@ from captioner.api.app import create_app
 from captioner.config import Settings
 
 PACKAGE = Path(captioner.__file__).parent
-REPO = PACKAGE.parents[1]
+REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle"}
