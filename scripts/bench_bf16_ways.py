@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from captioner.testing import write_full_size_checkpoint
+from loadkit import cpu_name
 
 _REWRITE = "auto_mixed_precision_onednn_bfloat16"
 
@@ -85,7 +86,7 @@ def main() -> None:
         for way in ways:
             medians[way][batch] = statistics.median(times[way])
 
-    print(f"CPU: {_cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print("| way | batch 1 (ms) | x fp32 | batch 8 (ms) | x fp32 | features vs fp32 |")
     print("|---|---:|---:|---:|---:|---:|")
     for way in ways:
@@ -98,13 +99,6 @@ def main() -> None:
         reference = features["fp32"]
         error = np.linalg.norm(features[way] - reference) / np.linalg.norm(reference)
         print(f"| {way} | {' | '.join(cells)} | {error:.2%} |")
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

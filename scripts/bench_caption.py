@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.testing import write_full_size_checkpoint
+from loadkit import cpu_name
 
 
 def _median_s(fn, repeats: int) -> float:
@@ -159,7 +160,7 @@ def main() -> None:
             del captioner
 
     reference = 8 / rows["fp32"]["enc8"]
-    print(f"CPU: {_cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print("full-size random checkpoint; medians; ratios to the bare fp32 encoder at batch 8")
     for precision in precisions:
         row, (cli_1, cli_8) = rows[precision], cold[precision]
@@ -182,13 +183,6 @@ def main() -> None:
 
 def _run(command: list[str]) -> None:
     subprocess.run(command, check=True, capture_output=True)
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

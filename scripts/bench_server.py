@@ -41,10 +41,8 @@ import dataclasses
 import io
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,8 +53,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from captioner.assets import ModelFiles, model_files_in
+from captioner.assets import model_files_in
 from captioner.testing import write_full_size_checkpoint
+from loadkit import cpu_name, free_port, start_server
 
 
 @dataclass(frozen=True)
@@ -124,40 +123,6 @@ def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_server(
-    files: ModelFiles, port: int, max_batch_size: int, precision: str
-) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "captioner", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--checkpoint", str(files.checkpoint), "--vocab", str(files.vocab), "--offline",
-        "--max-batch-size", str(max_batch_size), "--precision", precision,
-        "--max-queue-size", "128", "--log-level", "warning",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    process = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 300
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).is_success:
-                return process
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the server never became ready")
-        time.sleep(0.5)
 
 
 def engine_counters(port: int) -> dict[str, float]:
@@ -333,7 +298,16 @@ def main() -> None:
                 before = reference()
                 port = free_port()
                 print(f"server, {precision}, batching {label}: starting ...", flush=True)
-                process = start_server(files, port, max_batch, precision)
+                process = start_server(
+                    files,
+                    port,
+                    "--max-batch-size",
+                    str(max_batch),
+                    "--precision",
+                    precision,
+                    "--max-queue-size",
+                    "128",
+                )
                 try:
                     # Warm-up, unmeasured: first requests, allocator growth.
                     asyncio.run(
@@ -353,7 +327,7 @@ def main() -> None:
                     print(f"  c={row.concurrency:2d}: {row}", flush=True)
 
     print()
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     best = encoders["fp32"][best_batch]
     print(
         f"Bare fp32 encoder: best at batch {best_batch}, {best:.2f} images/s in the sweep; "
@@ -384,14 +358,6 @@ def main() -> None:
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
             f"{load.errors} | {row.rss_mb:.0f} (peak {row.peak_rss_mb:.0f}) |"
         )
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for the report."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

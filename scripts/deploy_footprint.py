@@ -46,6 +46,7 @@ from pathlib import Path
 from PIL import Image
 
 from captioner.assets import ModelFiles, model_files_in
+from loadkit import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -257,7 +258,7 @@ def main() -> None:
         )
 
     total = options.concurrency * 4
-    print(f"cpu:                          {cpu_model()}, {os.cpu_count()} CPUs")
+    print(f"cpu:                          {cpu_name()}, {os.cpu_count()} CPUs")
     print(f"load average (1 min):         {os.getloadavg()[0]:.2f}")
     print(f"TF_NUM_INTRAOP_THREADS:       {options.threads or 'unset (all cores)'}")
     if not options.no_breakdown:
@@ -288,14 +289,6 @@ def main() -> None:
     print(
         f"throughput at c={options.concurrency}:            {spread('throughput', 'images/s', 1)}"
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for the report."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
