@@ -40,7 +40,6 @@ import asyncio
 import dataclasses
 import io
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -55,7 +54,7 @@ from PIL import Image
 
 from captioner.assets import model_files_in
 from captioner.testing import write_full_size_checkpoint
-from loadkit import cpu_name, free_port, start_server
+from loadkit import cpu_name, free_port, start_server, stop_server
 
 
 @dataclass(frozen=True)
@@ -318,8 +317,7 @@ def main() -> None:
                         for c in args.concurrency
                     ]
                 finally:
-                    process.send_signal(signal.SIGTERM)
-                    process.wait(60)
+                    stop_server(process)
                 around = (before + reference()) / 2
                 references.append(around)
                 for row in results:
