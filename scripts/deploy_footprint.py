@@ -45,8 +45,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from captioner.assets import ModelFiles, model_files_in
-from loadkit import cpu_name
+from captioner.assets import ModelFiles
+from loadkit import cpu_name, full_size_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,22 +103,6 @@ def wait_ready(url: str, process: subprocess.Popen[str], deadline_s: float = 600
             pass
         time.sleep(0.2)
     sys.exit("the server never turned ready")
-
-
-def write_checkpoint(directory: Path) -> ModelFiles:
-    """The full-size random checkpoint, written by a child process.
-
-    This process must not load TensorFlow itself: the server releases the library pages
-    that only TensorFlow's import used, and the kernel keeps any page another process maps.
-    """
-    code = (
-        "import sys, pathlib; "
-        "from captioner.testing import write_full_size_checkpoint; "
-        "write_full_size_checkpoint(pathlib.Path(sys.argv[1]))"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-c", code, str(directory)], env=env, check=True)
-    return model_files_in(directory)
 
 
 def baseline_mib() -> tuple[float, float]:
@@ -241,7 +225,7 @@ def main() -> None:
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_checkpoint(Path(tmp) / "model")
+        files = full_size_model(Path(tmp) / "model")
         if not options.no_breakdown:
             baseline = baseline_mib()
             weights, ran = weight_mib(files, options.precision)

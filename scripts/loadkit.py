@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from captioner.assets import ModelFiles, model_files_in
-from captioner.testing import write_full_size_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,10 +55,22 @@ def free_port() -> int:
 
 def full_size_model(directory: Path, model_dir: Path | None = None) -> ModelFiles:
     """``model_dir``'s model, or the full-size layout with seeded random values written to
-    ``directory`` (the real weights are not downloadable here; the memory is the same)."""
+    ``directory`` (the real weights are not downloadable here; the memory is the same).
+
+    A child process writes it: this process must not load TensorFlow itself, because the
+    server releases the library pages only TensorFlow's import used, and the kernel keeps
+    any page another process maps (the server's memory would read about 240 MB higher).
+    """
     if model_dir is not None:
         return model_files_in(model_dir)
-    return write_full_size_checkpoint(directory)
+    code = (
+        "import sys, pathlib; "
+        "from captioner.testing import write_full_size_checkpoint; "
+        "write_full_size_checkpoint(pathlib.Path(sys.argv[1]))"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", code, str(directory)], env=env, check=True)
+    return model_files_in(directory)
 
 
 def photo_jpeg(width: int, height: int, *, noise: float, quality: int, seed: int = 0) -> bytes:
