@@ -21,14 +21,9 @@ import pytest
 from PIL import Image
 
 from captioner.assets import ModelFiles
+from support.api_helpers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def png(seed: int) -> bytes:
@@ -56,16 +51,9 @@ def server(tmp_path: Path, tiny_model: ModelFiles) -> Iterator[tuple[subprocess.
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
+        wait_until_ready(
+            process, base, 120, lambda: process.stdout.read() if process.stdout else ""
+        )
         yield process, base
     finally:
         if process.poll() is None:

@@ -26,7 +26,7 @@ import pytest
 
 from captioner.api.app import create_app
 from captioner.assets import ModelFiles
-from support.api_helpers import make_settings, serving_on_loopback
+from support.api_helpers import free_port, make_settings, serving_on_loopback, wait_until_ready
 from support.fake_engine import FakeEngine, png_bytes
 
 pytestmark = pytest.mark.anyio
@@ -199,9 +199,7 @@ async def test_connections_over_the_cap_get_503_and_are_closed(
 @pytest.mark.slow
 def test_deadlines_hold_under_plain_uvicorn_factory(tmp_path: Path, tiny_model: ModelFiles) -> None:
     """``uvicorn --factory captioner.api.app:create_app --http <the guarded protocol>``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
     env.update(
         CAPTIONER_CHECKPOINT=str(tiny_model.checkpoint),
@@ -219,16 +217,7 @@ def test_deadlines_hold_under_plain_uvicorn_factory(tmp_path: Path, tiny_model: 
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, "uvicorn exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
+        wait_until_ready(process, f"http://127.0.0.1:{port}", 120, lambda: "uvicorn exited")
 
         async def both() -> tuple[Outcome, Outcome]:
             return await asyncio.gather(slow_headers(port), stalled_body(port))

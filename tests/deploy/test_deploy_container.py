@@ -52,6 +52,7 @@ from PIL import Image as PILImage
 from captioner.assets import CHECKPOINT_PREFIX, PINNED_ASSET_SHA512, VOCAB_FILENAME
 from captioner.config import Settings
 from captioner.testing import write_random_checkpoint
+from support.api_helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -201,12 +202,6 @@ def write_mirror(directory: Path) -> tuple[dict[str, str], set[str]]:
     }
     words = {line.split(" ")[0] for line in vocab.read_text().splitlines()}
     return build_args, words
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fetch(

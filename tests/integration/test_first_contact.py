@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from captioner.assets import TARBALL_URLS, VOCAB_URL
+from support.api_helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +41,6 @@ def _offline(host, *args, **kwargs):
 
 socket.getaddrinfo = _offline
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

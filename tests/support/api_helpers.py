@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,27 @@ def serving_on_loopback(app: FastAPI) -> Iterator[int]:
         server.should_exit = True
         thread.join(30)
         listener.close()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (for a server the test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_ready(
+    process: subprocess.Popen[Any], base: str, timeout_s: float, output: Callable[[], str]
+) -> None:
+    """Poll ``base``'s readiness probe until it answers 200; fail with the server's
+    ``output()`` if the process exits first, or once ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, output()
+        try:
+            if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server never became ready"
+        time.sleep(0.2)

@@ -13,17 +13,16 @@ tests are skipped on a developer's machine, and fail in CI (``CI`` set).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route
+
+from support.api_helpers import free_port, wait_until_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -52,16 +51,10 @@ def chromium() -> Path:
     pytest.skip(f"browser tests need Debian's chromium ({CHROMIUM}); CI installs it")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def serve(tmp_path_factory: pytest.TempPathFactory, *options: str) -> Iterator[str]:
     """Run ``captioner serve --model demo`` on 127.0.0.1 until closed; yields its base URL."""
     chromium()  # no server to start when the browser tests cannot run
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     command = [
@@ -75,16 +68,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, *options: str) -> Iterator[s
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
+        wait_until_ready(process, base, 180, log_path.read_text)
         yield base
     finally:
         process.terminate()
