@@ -35,16 +35,15 @@ import collections
 import io
 import random
 import statistics
-import struct
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from PIL import Image
 
+from captioner.testing import png_declaring
 from loadkit import (
     cpu_name,
     free_port,
@@ -98,23 +97,9 @@ class Corpus:
             corpus.photos.append((f"p{seed}.png", buffer.getvalue(), "image/png"))
         truncated = corpus.photos[0][1][:2000]
         corpus.bad = [b"this is not an image", b"", truncated, b"%PDF-1.4\n%%EOF\n"]
-        corpus.bomb = _png_header(100_000, 100_000)
+        corpus.bomb = png_declaring(100_000, 100_000)
         corpus.too_large = b"\xff\xd8\xff" + bytes(max_upload_bytes)
         return corpus
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` x ``height`` pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
 
 
 async def send(client: httpx.AsyncClient, corpus: Corpus, kind: str, rng: random.Random) -> Outcome:

@@ -1,4 +1,5 @@
-"""Stand-ins for the pretrained weights: im2txt checkpoints with seeded random values.
+"""Stand-ins for the pretrained weights (im2txt checkpoints with seeded random values), and
+a hostile image, for the tests and the benchmarks.
 
 The real weights are a 277 MB download that is not always possible (CI, offline machines),
 so the tests and the benchmarks write the exact tensor layout themselves: full size (the
@@ -10,6 +11,8 @@ structure and agreement between code paths, never meaning (docs/faithfulness.md)
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from captioner.assets import ModelFiles
 from captioner.checkpoint import LSTM_NAMINGS, im2txt_tensor_shapes, save_checkpoint
 
 __all__ = [
+    "png_declaring",
     "random_tensors",
     "write_full_size_checkpoint",
     "write_random_checkpoint",
@@ -133,3 +137,17 @@ def write_full_size_checkpoint(directory: Path, seed: int = 0) -> ModelFiles:
         seed=seed,
         prefix_name="model2.ckpt-2000000",
     )
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header declares ``width`` x ``height`` pixels: a
+    decompression bomb, which a server must refuse from its header, before decoding."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    pixels = zlib.compress(b"\x00" * 64)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")

@@ -19,6 +19,7 @@ from captioner.preprocessing import (
     preprocess_image,
     resize_bilinear_tf1,
 )
+from captioner.testing import png_declaring
 from support.reference import resize_bilinear_tf1 as numpy_resize_tf1
 
 LIMIT = 10_000_000
@@ -178,20 +179,6 @@ def test_truncated_images_give_a_clear_error(photo: np.ndarray, fmt: str) -> Non
         preprocess_image(data[: len(data) // 2], max_pixels=LIMIT)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG declaring a huge image in its header, with a few bytes of pixel data."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_pixel_count_over_the_limit_is_refused_from_the_header() -> None:
     big = _encode(np.zeros((2000, 3000, 3), np.uint8), "PNG")
     with pytest.raises(InvalidImageError, match="3000x2000 = 6000000 pixels") as info:
@@ -202,7 +189,7 @@ def test_pixel_count_over_the_limit_is_refused_from_the_header() -> None:
 
 def test_decompression_bomb_header_is_refused_without_decoding() -> None:
     with pytest.raises(InvalidImageError, match="too many pixels to be decoded") as info:
-        decode_image(_png_header_only(100_000, 100_000), max_pixels=LIMIT)
+        decode_image(png_declaring(100_000, 100_000), max_pixels=LIMIT)
     assert info.value.too_large
 
 
