@@ -24,8 +24,8 @@ Sizes: a shape's extent is half the longer side of its bounding box, as a fracti
 frame's geometric mean side ``sqrt(width * height)``, which sets its share of the picture
 once the model stretches it to a square. "small" spans 0.045 to 0.10 and "large" 0.14 to
 0.30 (less where the frame is too narrow), so the two sizes never meet. The model stretches
-every image to 346x346 and centre-crops 299x299 (SPEC: preprocessing), which cuts about 7%
-off each side: shapes stay clear of an 8% margin.
+every image to 346x346 and centre-crops 299x299 (docs/faithfulness.md, "Preprocessing"),
+which cuts about 7% off each side: shapes stay clear of an 8% margin.
 
 Everything random comes from one :class:`numpy.random.Generator`: scene ``i`` of seed
 ``s`` is drawn from :func:`scene_rng` ``(s, i)``, so a dataset is reproducible image by
