@@ -9,6 +9,7 @@ the scene, word by word. The bar is the demo's promise: at least 99% of captions
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 
 from captioner.api.app import create_app
 from captioner.assets import DEMO_MODEL_DIR
@@ -32,6 +32,7 @@ from captioner.training.shapes import (
     scene_rng,
     write_dataset,
 )
+from support.api_helpers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -89,16 +90,19 @@ def test_demo_model_captions_fresh_scenes_over_http(tmp_path: Path) -> None:
     images = sorted((captions_file.parent / "images").iterdir())
     scenes = [sample_scene(scene_rng(FRESH_SEED, i)) for i in range(SCENES)]
     settings = Settings(model="demo", offline=True, model_dir=tmp_path / "no-model")
-    app = create_app(settings)
-    with TestClient(app) as client:
-        client.portal.call(app.state.service.wait_loaded)
-        answers = []
-        for image in images:
-            response = client.post(
-                "/model/predict", files={"image": (image.name, image.read_bytes())}
-            )
-            assert response.status_code == 200, response.text
-            answers.append(response.json()["predictions"][0]["caption"])
+
+    async def ask() -> list[str]:
+        async with serving(create_app(settings)) as client:
+            answers = []
+            for image in images:
+                response = await client.post(
+                    "/model/predict", files={"image": (image.name, image.read_bytes())}
+                )
+                assert response.status_code == 200, response.text
+                answers.append(response.json()["predictions"][0]["caption"])
+            return answers
+
+    answers = asyncio.run(ask())
 
     exact = sum(answer == scene.caption for answer, scene in zip(answers, scenes, strict=True))
     checks = {"colour": [0, 0], "shape": [0, 0], "size": [0, 0], "relation": [0, 0]}

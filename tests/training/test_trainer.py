@@ -7,15 +7,16 @@ to it, which checks determinism and ``--resume`` at once.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 
 from captioner.api.app import create_app
 from captioner.checkpoint import load_checkpoint
@@ -31,6 +32,7 @@ from captioner.training.model import ModelSize, ShowAndTell
 from captioner.training.run_dir import CONFIG_FILENAME, STATE_FILENAME
 from captioner.training.trainer import TrainingResult, train
 from captioner.vocabulary import Vocabulary
+from support.api_helpers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -157,12 +159,15 @@ def test_server_serves_the_trained_model(
         offline=True,
         model_dir=tmp_path / "no-model",
     )
-    app = create_app(settings)
     image = next((shapes_data.parent / "images").iterdir()).read_bytes()
-    with TestClient(app) as client:
-        client.portal.call(app.state.service.wait_loaded)
-        response = client.post("/model/predict", files={"image": ("scene", image)})
-        metadata = client.get("/model/metadata").json()
+
+    async def ask() -> tuple[httpx.Response, dict[str, str]]:
+        async with serving(create_app(settings)) as client:
+            response = await client.post("/model/predict", files={"image": ("scene", image)})
+            metadata = (await client.get("/model/metadata")).json()
+        return response, metadata
+
+    response, metadata = asyncio.run(ask())
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert predictions and predictions[0]["index"] == "0"
