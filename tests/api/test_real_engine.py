@@ -119,7 +119,7 @@ async def test_the_demo_model_says_what_it_is(tmp_path: Path) -> None:
     words = len(Vocabulary.from_file(DEMO_MODEL_DIR / "word_counts.txt"))
     assert metadata["id"] == "captioner-demo"
     assert metadata["license"] == "Apache-2.0"
-    assert "knows only coloured shapes" in metadata["description"]
+    assert "one coloured shape, or a small one beside a large one" in metadata["description"]
     assert f"{words}-word vocabulary with <UNK>" in metadata["description"]
     assert "Not the pretrained MAX model" in metadata["description"]
 

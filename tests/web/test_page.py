@@ -63,7 +63,7 @@ def test_two_images_show_their_captions_as_text_and_alt_text(desktop: Browsing) 
     page = desktop.open()
     wait_until_ready(page)
     expect(page.locator("#notice")).to_contain_text(
-        "It only knows scenes of one or two coloured shapes"
+        "It only knows scenes of one coloured shape, or of a small one beside a large one"
     )
 
     page.set_input_files("#file-input", [png_file(RED), png_file(GREEN)])

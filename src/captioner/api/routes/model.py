@@ -60,9 +60,10 @@ def _metadata_for(info: ModelInfo) -> ModelMetadata:
             name="captioner: demo model",
             description=(
                 "The demo model bundled with captioner: Show and Tell trained by the captioner "
-                "project on generated scenes of one or two coloured shapes "
-                f"({info.vocab_size}-word vocabulary with <UNK>, step {info.global_step}). It "
-                "knows only coloured shapes: on a photo it answers confidently and wrongly. "
+                "project on generated scenes of one coloured shape, or a small one beside a "
+                f"large one ({info.vocab_size}-word vocabulary with <UNK>, step "
+                f"{info.global_step}). It knows only such scenes: on a photo, or on two shapes "
+                "of about the same size, it answers confidently and wrongly. "
                 "Not the pretrained MAX model."
             ),
             type="Image-to-Text Translation",

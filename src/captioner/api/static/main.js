@@ -96,9 +96,10 @@ function showModel(metadata) {
   if (metadata.id === DEMO_MODEL_ID) {
     showNotice(
       "warning",
-      "This server runs the bundled demo model. It only knows scenes of one or two " +
-        "coloured shapes (“a small red circle to the left of a large blue square”): on a " +
-        "photo it says something confident and wrong. Start the server without --model demo " +
+      "This server runs the bundled demo model. It only knows scenes of one coloured " +
+        "shape, or of a small one beside a large one (“a small red circle to the left of a " +
+        "large blue square”): on a photo, or on two shapes of about the same size, it says " +
+        "something confident and wrong. Start the server without --model demo " +
         "to caption photos with the pretrained model.",
     );
   } else {
