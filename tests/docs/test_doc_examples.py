@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from PIL import Image, ImageDraw
 
 from captioner.assets import DEMO_MODEL_DIR
 from captioner.cli import CheckpointPath, cli
+from support.api_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -186,14 +186,9 @@ def test_every_script_exists_and_answers_help(script: str) -> None:
 # --- running the marked blocks --------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def draw(path: Path, colour: tuple[int, int, int], box: tuple[int, int, int, int]) -> None:
-    image = Image.new("RGB", (320, 240), (242, 242, 238))
+def draw(path: Path, colour: str, box: tuple[int, int, int, int]) -> None:
+    """A circle on white, as the getting-started page's own drawing command makes it."""
+    image = Image.new("RGB", (320, 240), "white")
     ImageDraw.Draw(image).ellipse(box, fill=colour)
     image.save(path)
 
@@ -202,8 +197,8 @@ def draw(path: Path, colour: tuple[int, int, int], box: tuple[int, int, int, int
 def workdir(tmp_path: Path) -> Path:
     """A reader's folder: ``.venv`` (this test's), images, and a trained model directory."""
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    draw(tmp_path / "photo.jpg", (215, 35, 30), (90, 50, 230, 190))
-    draw(tmp_path / "scene.png", (30, 70, 200), (120, 80, 200, 160))
+    draw(tmp_path / "photo.jpg", "red", (90, 50, 230, 190))
+    draw(tmp_path / "scene.png", "blue", (120, 80, 200, 160))
     shutil.copytree(DEMO_MODEL_DIR, tmp_path / "runs" / "shapes")
     return tmp_path
 
