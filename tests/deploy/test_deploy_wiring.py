@@ -6,6 +6,7 @@ the click group, so a renamed route, setting or option fails here rather than in
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 import pytest
 from deployfiles import (
     ENTRYPOINT_SCRIPT,
@@ -27,7 +29,6 @@ from deployfiles import (
     kustomization,
     plain_commands,
 )
-from fastapi.testclient import TestClient
 from pydantic import AliasChoices
 
 from captioner.api.app import create_app
@@ -57,8 +58,14 @@ def answer() -> Callable[[str, str], int]:
     Asking the app itself, rather than listing its routes, sees routers and mounts alike;
     404 and 405 mean no such route.
     """
-    client = TestClient(create_app(Settings()))  # not entered: the lifespan never runs
-    return lambda method, path: client.request(method, path).status_code
+    app = create_app(Settings())
+    transport = httpx.ASGITransport(app=app)  # no lifespan: the model never loads
+
+    async def status(method: str, path: str) -> int:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return (await client.request(method, path)).status_code
+
+    return lambda method, path: asyncio.run(status(method, path))
 
 
 @pytest.fixture(scope="module")
