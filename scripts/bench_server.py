@@ -54,7 +54,7 @@ from PIL import Image
 
 from captioner.assets import model_files_in
 from captioner.testing import write_full_size_checkpoint
-from loadkit import cpu_name, free_port, start_server, stop_server
+from loadkit import cpu_name, free_port, memory_mib, start_server, stop_server
 
 
 @dataclass(frozen=True)
@@ -140,15 +140,6 @@ def engine_counters(port: int) -> dict[str, float]:
     return values
 
 
-def resident_mb(pid: int) -> tuple[float, float]:
-    """Current and peak resident memory of a process, in MB (Linux /proc)."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
 async def closed_loop(url: str, image: bytes, concurrency: int, seconds: float) -> LoadResult:
     """``concurrency`` clients, each posting its next image when the last is answered."""
     latencies: list[float] = []
@@ -197,15 +188,15 @@ class Row:
     load: LoadResult
     mean_batch: float  # requests per engine call
     engine_busy: float  # share of the time the engine was running a batch
-    rss_mb: float
-    peak_rss_mb: float
+    rss_mib: float
+    peak_rss_mib: float
 
     def __str__(self) -> str:
         return (
             f"{self.load.throughput:.2f} req/s, p50 {self.load.p50_ms:.0f} ms, "
             f"p95 {self.load.p95_ms:.0f} ms, errors {self.load.errors}, "
             f"mean batch {self.mean_batch:.1f}, engine busy {100 * self.engine_busy:.0f}%, "
-            f"RSS {self.rss_mb:.0f} MB (peak {self.peak_rss_mb:.0f})"
+            f"RSS {self.rss_mib:.0f} MiB (peak {self.peak_rss_mib:.0f})"
         )
 
 
@@ -227,7 +218,7 @@ def measure(
     delta = {name: after[name] - before[name] for name in after}
     batches = delta["captioner_batch_size_count"]
     images = delta["captioner_batch_size_sum"]
-    rss, peak = resident_mb(process.pid)
+    rss, peak = memory_mib(process.pid)
     return Row(
         precision=precision,
         label=label,
@@ -236,8 +227,8 @@ def measure(
         load=load,
         mean_batch=images / batches if batches else float("nan"),
         engine_busy=delta["captioner_inference_seconds_sum"] / load.elapsed_s,
-        rss_mb=rss,
-        peak_rss_mb=peak,
+        rss_mib=rss,
+        peak_rss_mib=peak,
     )
 
 
@@ -345,7 +336,7 @@ def main() -> None:
     print()
     print(
         "| precision | batching | clients | throughput (req/s) | x bare fp32 encoder "
-        "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MB) |"
+        "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MiB) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -354,7 +345,7 @@ def main() -> None:
             f"| {row.precision} | {row.label} | {row.concurrency} | {load.throughput:.2f} | "
             f"{load.throughput / row.reference:.2f}x | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
-            f"{load.errors} | {row.rss_mb:.0f} (peak {row.peak_rss_mb:.0f}) |"
+            f"{load.errors} | {row.rss_mib:.0f} (peak {row.peak_rss_mib:.0f}) |"
         )
 
 

@@ -38,7 +38,7 @@ from loadkit import (
     cpu_name,
     free_port,
     full_size_model,
-    memory_mb,
+    memory_mib,
     photo_jpeg,
     reset_peak,
     start_server,
@@ -124,30 +124,30 @@ def main() -> None:
             warm_up(url, image)
             for clients in args.clients:
                 time.sleep(args.settle)
-                before, _ = memory_mb(process.pid)
+                before, _ = memory_mib(process.pid)
                 existing = files_in(server_tmp)
                 reset_peak(process.pid)
                 with RssSampler(process.pid) as sampler:
                     started = time.monotonic()
                     outcomes = asyncio.run(burst(url, image, clients))
                     elapsed = time.monotonic() - started
-                _, peak = memory_mb(process.pid)
+                _, peak = memory_mib(process.pid)
                 time.sleep(args.settle)
-                after, _ = memory_mb(process.pid)
+                after, _ = memory_mib(process.pid)
                 left = len(files_in(server_tmp) - existing)
                 answers = dict(sorted(outcomes.items()))
                 rows.append((clients, answers, before, peak, after, left))
                 print(
                     f"{clients} clients: {answers} in {elapsed:.1f} s; RSS before "
-                    f"{before:.0f} MB, peak {peak:.0f} MB (sampled {sampler.peak_mb:.0f}), "
-                    f"{args.settle:g} s after {after:.0f} MB; new temporary files: {left}",
+                    f"{before:.0f} MiB, peak {peak:.0f} MiB (sampled {sampler.peak_mib:.0f}), "
+                    f"{args.settle:g} s after {after:.0f} MiB; new temporary files: {left}",
                     flush=True,
                 )
         finally:
             stop_server(process)
 
     print()
-    print("| clients | answers | RSS before (MB) | peak (MB) | after (MB) | new temp files |")
+    print("| clients | answers | RSS before (MiB) | peak (MiB) | after (MiB) | new temp files |")
     print("|---:|---|---:|---:|---:|---:|")
     for clients, outcomes, before, peak, after, left in rows:
         answers = ", ".join(f"{count} x {status}" for status, count in outcomes.items())

@@ -46,17 +46,9 @@ from pathlib import Path
 from PIL import Image
 
 from captioner.assets import ModelFiles
-from loadkit import cpu_name, full_size_model
+from loadkit import cpu_name, full_size_model, memory_mib
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """``(VmRSS, VmHWM)`` of ``pid`` in MiB."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
 
 def jpeg(seed: int) -> bytes:

@@ -31,7 +31,7 @@ __all__ = [
     "cpu_name",
     "free_port",
     "full_size_model",
-    "memory_mb",
+    "memory_mib",
     "photo_jpeg",
     "reset_peak",
     "start_server",
@@ -59,7 +59,7 @@ def full_size_model(directory: Path, model_dir: Path | None = None) -> ModelFile
 
     A child process writes it: this process must not load TensorFlow itself, because the
     server releases the library pages only TensorFlow's import used, and the kernel keeps
-    any page another process maps (the server's memory would read about 240 MB higher).
+    any page another process maps (the server's memory would read about 240 MiB higher).
     """
     if model_dir is not None:
         return model_files_in(model_dir)
@@ -84,8 +84,9 @@ def photo_jpeg(width: int, height: int, *, noise: float, quality: int, seed: int
     return buffer.getvalue()
 
 
-def memory_mb(pid: int) -> tuple[float, float]:
-    """``(resident, peak resident)`` of ``pid`` in MB (VmRSS, VmHWM)."""
+def memory_mib(pid: int) -> tuple[float, float]:
+    """``(resident, peak resident)`` of ``pid`` in MiB (VmRSS, VmHWM; the kernel counts kB,
+    that is KiB)."""
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
@@ -105,7 +106,7 @@ class RssSampler:
     def __init__(self, pid: int, interval_s: float = 0.02) -> None:
         self.pid = pid
         self.interval_s = interval_s
-        self.samples: list[tuple[float, float]] = []  # (monotonic time, MB)
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, MiB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -118,12 +119,12 @@ class RssSampler:
         self._thread.join()
 
     @property
-    def peak_mb(self) -> float:
-        return max((mb for _, mb in self.samples), default=float("nan"))
+    def peak_mib(self) -> float:
+        return max((mib for _, mib in self.samples), default=float("nan"))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), memory_mb(self.pid)[0]))
+            self.samples.append((time.monotonic(), memory_mib(self.pid)[0]))
             self._stop.wait(self.interval_s)
 
 

@@ -48,7 +48,7 @@ from loadkit import (
     cpu_name,
     free_port,
     full_size_model,
-    memory_mb,
+    memory_mib,
     photo_jpeg,
     reset_peak,
     start_server,
@@ -191,7 +191,7 @@ def main() -> None:
             warm = [name for name in names for _ in range(4)]
             asyncio.run(run_phase(base, corpus, 4, warm))
             time.sleep(args.settle)
-            start_mb, _ = memory_mb(process.pid)
+            start_mib, _ = memory_mib(process.pid)
             reset_peak(process.pid)
             metrics_before = rejections(httpx.get(f"{base}/metrics").text)
             started = time.monotonic()
@@ -200,14 +200,14 @@ def main() -> None:
                 phase_started = time.monotonic()
                 outcomes = asyncio.run(run_phase(base, corpus, concurrency, kinds))
                 elapsed = time.monotonic() - phase_started
-                rss_mb, _ = memory_mb(process.pid)
-                report.append((number, concurrency, outcomes, elapsed, rss_mb))
+                rss_mib, _ = memory_mib(process.pid)
+                report.append((number, concurrency, outcomes, elapsed, rss_mib))
                 print(f"phase {number} (c={concurrency}): {len(outcomes)} requests in "
-                      f"{elapsed:.0f} s, RSS {rss_mb:.0f} MB", flush=True)  # fmt: skip
+                      f"{elapsed:.0f} s, RSS {rss_mib:.0f} MiB", flush=True)  # fmt: skip
             wall_s = time.monotonic() - started
-            _, peak_mb = memory_mb(process.pid)
+            _, peak_mib = memory_mib(process.pid)
             time.sleep(args.settle)
-            end_mb, _ = memory_mb(process.pid)
+            end_mib, _ = memory_mib(process.pid)
             metrics_after = rejections(httpx.get(f"{base}/metrics").text)
         finally:
             stop_server(process)
@@ -217,7 +217,7 @@ def main() -> None:
         for reason, count in metrics_after.items()
         if count > metrics_before.get(reason, 0)
     }
-    print_report(report, wall_s, start_mb, peak_mb, end_mb, args.settle, counted)
+    print_report(report, wall_s, start_mib, peak_mib, end_mib, args.settle, counted)
 
 
 def rejections(metrics: str) -> dict[str, float]:
@@ -230,13 +230,13 @@ def rejections(metrics: str) -> dict[str, float]:
     return found
 
 
-def print_report(report, wall_s, start_mb, peak_mb, end_mb, settle_s, counted) -> None:  # type: ignore[no-untyped-def]
+def print_report(report, wall_s, start_mib, peak_mib, end_mib, settle_s, counted) -> None:  # type: ignore[no-untyped-def]
     everything = [o for _, _, outcomes, _, _ in report for o in outcomes]
     print()
     print("| phase | concurrency | requests | req/s | good p50 / p99 (ms) | batch p50 / p99 (ms) "
-          "| unexpected | RSS at end (MB) |")  # fmt: skip
+          "| unexpected | RSS at end (MiB) |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for number, concurrency, outcomes, elapsed, rss_mb in report:
+    for number, concurrency, outcomes, elapsed, rss_mib in report:
         good = [o.latency_s for o in outcomes if o.kind == "good" and o.status == "200"]
         batch = [o.latency_s for o in outcomes if o.kind == "batch" and o.status == "200"]
         unexpected = sum(not _expected(o) for o in outcomes)
@@ -244,7 +244,7 @@ def print_report(report, wall_s, start_mb, peak_mb, end_mb, settle_s, counted) -
             f"| {number} | {concurrency} | {len(outcomes)} | {len(outcomes) / elapsed:.1f} | "
             f"{percentile_ms(good, 0.5):.0f} / {percentile_ms(good, 0.99):.0f} | "
             f"{percentile_ms(batch, 0.5):.0f} / {percentile_ms(batch, 0.99):.0f} | "
-            f"{unexpected} | {rss_mb:.0f} |"
+            f"{unexpected} | {rss_mib:.0f} |"
         )
     print()
     print("| kind | expected | answers |")
@@ -262,8 +262,8 @@ def print_report(report, wall_s, start_mb, peak_mb, end_mb, settle_s, counted) -
         f"{statistics.median(o.latency_s for o in everything if o.kind == 'good') * 1000:.0f} ms."
     )
     print(
-        f"RSS: start {start_mb:.0f} MB, peak {peak_mb:.0f} MB, end ({settle_s:g} s after) "
-        f"{end_mb:.0f} MB: {end_mb - start_mb:+.0f} MB"
+        f"RSS: start {start_mib:.0f} MiB, peak {peak_mib:.0f} MiB, end ({settle_s:g} s after) "
+        f"{end_mib:.0f} MiB: {end_mib - start_mib:+.0f} MiB"
     )
     print(
         "the server's own count of its refusals:",
