@@ -46,7 +46,7 @@ from pathlib import Path
 from PIL import Image
 
 from captioner.assets import ModelFiles
-from loadkit import cpu_name, full_size_model, memory_mib
+from loadkit import cpu_name, full_size_model, memory_mib, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,21 +80,6 @@ def caption(url: str, body: bytes) -> float:
         response.read()
         assert response.status == 200
     return time.perf_counter() - start
-
-
-def wait_ready(url: str, process: subprocess.Popen[str], deadline_s: float = 600) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < deadline_s:
-        if process.poll() is not None:
-            sys.exit(f"the server exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/v2/health/ready", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):  # not answering yet
-            pass
-        time.sleep(0.2)
-    sys.exit("the server never turned ready")
 
 
 def baseline_mib() -> tuple[float, float]:

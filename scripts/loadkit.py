@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "reset_peak",
     "start_server",
     "stop_server",
+    "wait_ready",
 ]
 
 
@@ -142,19 +144,26 @@ def start_server(
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     environment.update(env or {})
     process = subprocess.Popen(command, env=environment)
-    deadline = time.monotonic() + 600
+    wait_ready(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def wait_ready(url: str, process: subprocess.Popen[Any], deadline_s: float = 600) -> None:
+    """Return once ``url``'s readiness probe answers 200, polled every 0.2 s (the resolution
+    of a measured time to ready); exit if the server exits or ``deadline_s`` passes."""
+    deadline = time.monotonic() + deadline_s
     while True:
         if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
+            raise SystemExit(f"the server exited with status {process.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).is_success:
-                return process
+            if httpx.get(f"{url}/v2/health/ready", timeout=5).is_success:
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             process.kill()
             raise SystemExit("the server never became ready")
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

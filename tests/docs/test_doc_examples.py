@@ -19,20 +19,18 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import pytest
 from PIL import Image, ImageDraw
 
 from captioner.assets import DEMO_MODEL_DIR
 from captioner.cli import CheckpointPath, cli
-from support.api_helpers import free_port
+from support.api_helpers import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -286,17 +284,12 @@ def test_the_demo_server_answers_the_documented_requests(workdir: Path) -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, f"{block.where}: the server stopped"
-                try:
-                    ready = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
-                    if ready.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"{block.where}: never ready"
-                time.sleep(0.2)
+            wait_until_ready(
+                process,
+                f"http://127.0.0.1:{port}",
+                120,
+                lambda where=block.where: f"{where}: the server stopped",
+            )
             for request in requests:
                 output = run_block(request, workdir, env, port=port)
                 shown = documented_output(request)
