@@ -46,7 +46,7 @@ from pathlib import Path
 from PIL import Image
 
 from captioner.assets import ModelFiles
-from loadkit import cpu_name, full_size_model, memory_mib, wait_ready
+from loadkit import cpu_name, full_size_model, in_child, memory_mib, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,11 +90,7 @@ def baseline_mib() -> tuple[float, float]:
         "from captioner.memory import release_library_pages, resident_mib; "
         "before = resident_mib(); release_library_pages(); print(before, resident_mib())"
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    before, after = map(float, out.split()[-2:])
+    before, after = map(float, in_child(code).split()[-2:])
     return before, after
 
 
@@ -105,14 +101,7 @@ def weight_mib(files: ModelFiles, precision: str) -> tuple[float, str]:
         "c = Captioner.load(sys.argv[1], sys.argv[2], precision=sys.argv[3]); "
         "print(json.dumps([c.weight_bytes, c.precision]))"
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(files.checkpoint), str(files.vocab), precision],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = in_child(code, str(files.checkpoint), str(files.vocab), precision)
     weight_bytes, ran = json.loads(out.splitlines()[-1])
     return weight_bytes / 2**20, ran
 

@@ -32,6 +32,7 @@ __all__ = [
     "cpu_name",
     "free_port",
     "full_size_model",
+    "in_child",
     "memory_mib",
     "photo_jpeg",
     "reset_peak",
@@ -70,9 +71,17 @@ def full_size_model(directory: Path, model_dir: Path | None = None) -> ModelFile
         "from captioner.testing import write_full_size_checkpoint; "
         "write_full_size_checkpoint(pathlib.Path(sys.argv[1]))"
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-c", code, str(directory)], env=env, check=True)
+    in_child(code, str(directory))
     return model_files_in(directory)
+
+
+def in_child(code: str, *args: str) -> str:
+    """Run Python ``code`` with ``args`` in a child process, TensorFlow's log quiet, and
+    return what it printed: work that needs TensorFlow, kept out of this process (see
+    :func:`full_size_model`)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
 
 
 def photo_jpeg(width: int, height: int, *, noise: float, quality: int, seed: int = 0) -> bytes:
