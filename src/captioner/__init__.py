@@ -31,7 +31,8 @@ from captioner.errors import (
 
 if TYPE_CHECKING:
     from captioner.config import Settings
-    from captioner.engine import Caption, Captioner
+    from captioner.engine import Captioner
+    from captioner.results import Caption
 
 __all__ = [
     "AssetError",
@@ -58,7 +59,7 @@ __all__ = [
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 _LAZY = {
-    "Caption": "captioner.engine",
+    "Caption": "captioner.results",
     "Captioner": "captioner.engine",
     "Settings": "captioner.config",
 }

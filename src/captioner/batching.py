@@ -35,7 +35,8 @@ from captioner.errors import (
 )
 
 if TYPE_CHECKING:
-    from captioner.engine import Caption, ModelInfo
+    from captioner.engine import ModelInfo
+    from captioner.results import Caption
 
 __all__ = ["BatchObserver", "Captioned", "Engine", "MicroBatcher"]
 

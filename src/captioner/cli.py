@@ -26,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from captioner.config import Settings
-    from captioner.engine import Caption, Captioner
+    from captioner.engine import Captioner
+    from captioner.results import Caption
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 PRECISIONS = click.Choice(["fp32", "bf16", "auto"])

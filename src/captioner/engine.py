@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from captioner.precision import (
     tf_dtype_name,
 )
 from captioner.preprocessing import IMAGE_SIZE, PixelBudget, preprocess_image
+from captioner.results import Caption
 from captioner.tf_runtime import configure_threads, import_tensorflow
 from captioner.vocabulary import Vocabulary
 
@@ -56,24 +56,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 Calibrate = Callable[[Mapping[Precision, Callable[[], object]], int], Calibration]
 _PRETRAINED_STEP = 2_000_000
 _PRETRAINED_SHAPES = (2048, 512, 512, 12000)  # feature, embedding, LSTM units, vocab rows
-
-
-@dataclass(frozen=True)
-class Caption:
-    """One ranked caption.
-
-    Attributes:
-        text: the words between ``<S>`` and ``</S>`` joined by spaces ("a dog on a couch .").
-        logprob: natural log of the joint probability of every word after ``<S>``.
-    """
-
-    text: str
-    logprob: float
-
-    @property
-    def probability(self) -> float:
-        """``exp(logprob)``; underflows to 0.0 for very unlikely captions, logprob does not."""
-        return math.exp(self.logprob)
 
 
 @dataclass(frozen=True)

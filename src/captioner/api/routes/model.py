@@ -20,7 +20,8 @@ from captioner.api.schemas import (
 from captioner.api.uploads import read_images
 
 if TYPE_CHECKING:
-    from captioner.engine import Caption, ModelInfo
+    from captioner.engine import ModelInfo
+    from captioner.results import Caption
 
 __all__ = ["router"]
 
