@@ -228,7 +228,10 @@ class AltTextWriter:
         reply = self._exiftool.run(
             ["-j", "-G1", "-File:FileType", "-File:FileTypeExtension", *wanted, argument]
         )
-        records: list[dict[str, Any]] = json.loads(reply.stdout) if reply.stdout.strip() else []
+        try:
+            records: list[dict[str, Any]] = json.loads(reply.stdout or "[]")
+        except ValueError as exc:
+            raise _ImageFailure(f"exiftool's answer is not JSON: {reply.stdout[:200]!r}") from exc
         record = records[0] if records else {}
         error = record.get("ExifTool:Error") or (reply.message(argument) if reply.status else None)
         if error:
