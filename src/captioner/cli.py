@@ -29,7 +29,7 @@ from captioner.training.config import TrainingConfig
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
-    from captioner.collection import Summary
+    from captioner.collection import MetadataMode, Summary
     from captioner.config import Settings
     from captioner.engine import Captioner
     from captioner.outputs import OnExisting
@@ -195,6 +195,25 @@ def cli() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Without --output: one JSON object per image per line."
 )
+@click.option(
+    "--write-metadata",
+    type=click.Choice(["sidecar", "embed"]),
+    help="Also write each top caption as alt text: an XMP sidecar beside each image (or "
+    "under --metadata-dir), or into copies of the images under --metadata-dir. Needs exiftool.",
+)
+@click.option(
+    "--metadata-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where --write-metadata puts its files, at the images' relative paths.",
+)
+@click.option(
+    "--in-place", is_flag=True, help="--write-metadata embed: write into the original images."
+)
+@click.option(
+    "--overwrite-captions",
+    is_flag=True,
+    help="--write-metadata: replace a description an image already has (kept by default).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @_reports_errors
 def caption(
@@ -207,6 +226,10 @@ def caption(
     max_length: int,
     batch_size: int,
     as_json: bool,
+    write_metadata: MetadataMode | None,
+    metadata_dir: Path | None,
+    in_place: bool,
+    overwrite_captions: bool,
     quiet: bool,
     **model: Any,
 ) -> None:
@@ -219,7 +242,14 @@ def caption(
     batch in flight. Exit status: 0 when every image was captioned, 1 when some failed,
     2 for a usage error.
     """
-    from captioner.collection import Progress, Summary, run_collection, skip_recorded
+    from captioner.alt_text import AltTextWriter
+    from captioner.collection import (
+        Progress,
+        Summary,
+        alt_text_step,
+        run_collection,
+        skip_recorded,
+    )
     from captioner.outputs import (
         ExistingOutputError,
         Recorded,
@@ -236,6 +266,7 @@ def caption(
         raise click.UsageError("--resume and --overwrite exclude each other")
     if (resume or overwrite) and output is None:
         raise click.UsageError("--resume and --overwrite go with --output")
+    _check_metadata_options(write_metadata, metadata_dir, in_place, overwrite_captions)
 
     def listing() -> Iterator[ImageSource]:
         lines = read_list(from_list) if from_list is not None else iter(())
@@ -254,7 +285,7 @@ def caption(
     show = not quiet and sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
     countable = from_list != "-"
     engine = _load_model(**model)
-    with _stop_on_interrupt() as interrupted:
+    with _stop_on_interrupt() as interrupted, contextlib.ExitStack() as stack:
         progress = Progress(
             enabled=show,
             count=(lambda: sum(s.name not in recorded.sources for s in listing()))
@@ -268,8 +299,52 @@ def caption(
             max_length=max_length,
             batch_size=batch_size,
         )
-        run_collection(batches, writer, summary, progress=progress, should_stop=interrupted.is_set)
+        before_record = None
+        if write_metadata is not None:
+            alt_text = stack.enter_context(AltTextWriter())
+            before_record = alt_text_step(
+                alt_text,
+                write_metadata,
+                metadata_dir=metadata_dir,
+                in_place=in_place,
+                overwrite=overwrite_captions,
+                report=progress.write,
+            )
+        run_collection(
+            batches,
+            writer,
+            summary,
+            progress=progress,
+            before_record=before_record,
+            should_stop=interrupted.is_set,
+        )
     _finish(summary, output, quiet)
+
+
+def _check_metadata_options(
+    mode: str | None, metadata_dir: Path | None, in_place: bool, overwrite_captions: bool
+) -> None:
+    """--write-metadata's companions make sense only with it, and embed needs a place."""
+    if mode is None:
+        given = [
+            name
+            for name, value in (
+                ("--metadata-dir", metadata_dir),
+                ("--in-place", in_place),
+                ("--overwrite-captions", overwrite_captions),
+            )
+            if value
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} go(es) with --write-metadata")
+        return
+    if mode == "embed" and (metadata_dir is None) == (not in_place):
+        raise click.UsageError(
+            "--write-metadata embed writes copies under --metadata-dir DIR, or the originals "
+            "with --in-place: give exactly one"
+        )
+    if mode == "sidecar" and in_place:
+        raise click.UsageError("--in-place goes with --write-metadata embed")
 
 
 def _finish(summary: Summary, output: Path | None, quiet: bool) -> None:
@@ -287,7 +362,7 @@ def _finish(summary: Summary, output: Path | None, quiet: bool) -> None:
                 err=True,
             )
         sys.exit(130)
-    if not summary.all_captioned:
+    if not summary.all_captioned or summary.extra["alt text failed"]:
         sys.exit(1)
 
 

@@ -16,13 +16,25 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from captioner.alt_text import AltTextWriter, mirrored_path, sidecar_path
 from captioner.outputs import Recorded, ResultWriter
 from captioner.pipeline import ImageSource
 from captioner.results import ImageResult
 
-__all__ = ["Progress", "Summary", "in_chunks", "run_collection", "skip_recorded"]
+__all__ = [
+    "MetadataMode",
+    "Progress",
+    "Summary",
+    "alt_text_step",
+    "in_chunks",
+    "run_collection",
+    "skip_recorded",
+]
+
+MetadataMode = Literal["sidecar", "embed"]
 
 
 @dataclass
@@ -128,6 +140,10 @@ class Progress:
             self._bar.set_postfix(errors=self._errors, refresh=False)
         self._bar.update(len(batch))
 
+    def write(self, message: str) -> None:
+        """A line on stderr that does not break the bar."""
+        self._bar.write(message, file=sys.stderr)
+
     def close(self) -> None:
         self._bar.close()
 
@@ -138,7 +154,7 @@ def run_collection(
     summary: Summary,
     *,
     progress: Progress | None = None,
-    after_write: Callable[[ImageResult], str | None] | None = None,
+    before_record: Callable[[ImageResult], str | None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Summary:
     """Write every batch, durable before the next, until the stream ends or ``should_stop``.
@@ -148,8 +164,9 @@ def run_collection(
         writer: where they go; closed at the end, also on an error or an interrupt.
         summary: counts so far (the skipped ones); filled in and returned.
         progress: advanced after each batch.
-        after_write: called for each captioned image once written (metadata writing);
-            what it returns, if anything, is counted in ``summary.extra``.
+        before_record: called for each captioned image before its record is written
+            (alt text into the image), so that a recorded image has had it done (a kill in
+            between redoes it on resume); what it returns is counted in ``summary.extra``.
         should_stop: checked after each batch: True ends the run early (Ctrl-C), the
             batch in flight written.
     """
@@ -157,6 +174,10 @@ def run_collection(
     stream = iter(batches)
     try:
         for batch in stream:
+            if before_record is not None:
+                for result in batch:
+                    if result.ok and (outcome := before_record(result)):
+                        summary.extra[outcome] += 1
             for result in batch:
                 writer.write(result)
                 if result.ok:
@@ -164,10 +185,6 @@ def run_collection(
                 else:
                     summary.failed += 1
             writer.flush()
-            if after_write is not None:
-                for result in batch:
-                    if result.ok and (outcome := after_write(result)):
-                        summary.extra[outcome] += 1
             if progress is not None:
                 progress.advance(batch)
             if should_stop():
@@ -182,3 +199,45 @@ def run_collection(
             progress.close()
         summary.seconds = time.monotonic() - started
     return summary
+
+
+def alt_text_step(
+    writer: AltTextWriter,
+    mode: MetadataMode,
+    *,
+    metadata_dir: Path | None,
+    in_place: bool,
+    overwrite: bool,
+    report: Callable[[str], None],
+) -> Callable[[ImageResult], str]:
+    """What ``--write-metadata`` does for one captioned image: its top caption, as a
+    sentence, into a sidecar or into the image (a copy under ``metadata_dir``, or the
+    original itself only when ``in_place``). Returns the outcome's name for the summary;
+    an image's failure is reported and counted, and the run goes on.
+
+    Paths under ``metadata_dir`` mirror the images' paths relative to the current
+    directory.
+    """
+
+    def step(result: ImageResult) -> str:
+        image = Path(result.source)
+        text = result.captions[0].sentence
+        if mode == "sidecar":
+            target = sidecar_path(image, metadata_dir=metadata_dir)
+            outcome = writer.write_sidecar(image, text, target, overwrite=overwrite)
+        elif in_place:
+            outcome = writer.embed_in_place(image, text, overwrite=overwrite)
+        else:
+            assert metadata_dir is not None  # the command line requires one
+            outcome = writer.embed(
+                image, text, mirrored_path(image, metadata_dir), overwrite=overwrite
+            )
+        if outcome.status == "error":
+            report(f"{result.source}: alt text not written: {outcome.detail}")
+        return {
+            "written": "alt text written",
+            "skipped": "alt text kept (already described)",
+            "error": "alt text failed",
+        }[outcome.status]
+
+    return step

@@ -33,6 +33,13 @@ class Caption:
         """``exp(logprob)``; underflows to 0.0 for very unlikely captions, logprob does not."""
         return math.exp(self.logprob)
 
+    @property
+    def sentence(self) -> str:
+        """The caption as a sentence, for alt text: "a dog on a couch ." becomes
+        "A dog on a couch." (im2txt's words are lower case, with the stop as a word)."""
+        text = self.text.replace(" .", ".").replace(" ,", ",").strip()
+        return text[:1].upper() + text[1:]
+
 
 @dataclass(frozen=True)
 class ImageResult:

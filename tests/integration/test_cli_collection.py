@@ -22,8 +22,10 @@ import pytest
 from PIL import Image
 
 from captioner.config import Settings
+from captioner.engine import Captioner
 from captioner.loading import load_engine
-from captioner.pipeline import caption_batch
+from captioner.pipeline import caption_batch, caption_stream
+from captioner.sources import iter_sources
 from web.scenes import SCENES, scene_png
 
 pytestmark = pytest.mark.slow
@@ -75,9 +77,13 @@ def _expected_order(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def expected(tree: Path) -> dict[str, str]:
+def engine() -> Captioner:
+    return load_engine(Settings(model="demo"))
+
+
+@pytest.fixture(scope="module")
+def expected(tree: Path, engine: Captioner) -> dict[str, str]:
     """The top caption of every good image, from the engine in this process."""
-    engine = load_engine(Settings(model="demo"))
     good = [p for p in _expected_order(tree) if "corrupt" not in p]
     return {r.source: r.captions[0].text for r in caption_batch(engine, good)}
 
@@ -164,10 +170,8 @@ def _records_written(out: Path) -> int:
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_killed_and_resumed_again_and_again_every_image_once(
-    many: Path, tmp_path: Path, suffix: str
+    many: Path, engine: Captioner, tmp_path: Path, suffix: str
 ) -> None:
-    clean = tmp_path / f"clean{suffix}"
-    assert _run(str(many), "--output", str(clean), "--batch-size", "2").returncode == 1
     out = tmp_path / f"out{suffix}"
     rng = random.Random(f"kill{suffix}")
     kills = 0
@@ -182,7 +186,7 @@ def test_killed_and_resumed_again_and_again_every_image_once(
         "--batch-size",
         "2",
     ]
-    for attempt in range(4):
+    for attempt in range(3):
         resume = ["--resume"] if attempt else []
         process = subprocess.Popen([*args, *resume], stderr=subprocess.DEVNULL)
         before = _records_written(out)
@@ -198,9 +202,12 @@ def test_killed_and_resumed_again_and_again_every_image_once(
     assert kills >= 2
     final = _run(str(many), "--output", str(out), "--resume", "--batch-size", "2")
     assert final.returncode == 1  # the two broken files failed, earlier or now
-    assert _paths_in(out) == _paths_in(clean)  # every image once, in the listing's order
+    uninterrupted = caption_stream(engine, iter_sources([str(many)]), batch_size=2)
+    records = [result.to_record() for result in uninterrupted]
+    # Every image once, in the listing's order, with the same captions.
+    assert _paths_in(out) == [record["path"] for record in records]
     if suffix != ".csv":
-        assert _read_all(out) == _read_all(clean)
+        assert _read_all(out) == records
 
 
 def _read_all(out: Path) -> list[dict[str, object]]:
@@ -266,3 +273,61 @@ def test_memory_stays_flat_on_a_long_stream(tmp_path: Path) -> None:
         process.kill()
         process.wait(30)
     assert rss[4990] - rss[500] < 50, rss
+
+
+def test_alt_text_goes_into_copies_and_the_originals_stay(
+    tree: Path, expected: dict[str, str], tmp_path: Path
+) -> None:
+    originals = {p: Path(p).read_bytes() for p in expected}
+    meta = tmp_path / "meta"
+    run = _run(
+        str(tree), "-o", str(tmp_path / "out.jsonl"), "--write-metadata", "embed",
+        "--metadata-dir", str(meta),
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr  # the corrupt JPEG, not the metadata
+    assert "alt text written 3" in run.stderr
+    for path, caption in expected.items():
+        copy = meta / Path(path).relative_to(Path(path).anchor)
+        read = subprocess.run(
+            ["exiftool", "-j", "-XMP-dc:Description", "-XMP-iptcCore:AltTextAccessibility",
+             str(copy)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        (tags,) = json.loads(read.stdout)
+        sentence = caption[0].upper() + caption[1:].replace(" .", ".")
+        assert tags["Description"] == tags["AltTextAccessibility"] == sentence
+        with Image.open(path) as before, Image.open(copy) as after:
+            assert list(before.getdata()) == list(after.getdata())
+        assert Path(path).read_bytes() == originals[path]
+
+
+def test_embed_needs_a_place_to_write(tree: Path) -> None:
+    run = _run(str(tree), "--write-metadata", "embed")
+    assert run.returncode == 2 and "--metadata-dir" in run.stderr and "--in-place" in run.stderr
+
+
+def test_a_terminal_shows_progress_and_the_summary(tree: Path, tmp_path: Path) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*CAPTIONER, "caption", "--model", "demo", str(tree), "-o", str(tmp_path / "o.csv")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    process.wait(120)
+    os.close(leader)
+    text = shown.decode("utf-8", "replace")
+    assert "4/4" in text and "image/s" in text and "errors=1" in text, text
+    assert "captioned 3, failed 1, skipped 0 already recorded" in text
