@@ -10,6 +10,7 @@ summary line, the same exit status.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import threading
 import time
@@ -121,8 +122,14 @@ class Progress:
     def __init__(self, *, enabled: bool, count: Callable[[], int] | None = None) -> None:
         from tqdm import tqdm
 
+        columns, lines = _terminal_size()
         self._bar: Any = tqdm(
-            total=None, unit="image", file=sys.stderr, disable=not enabled, dynamic_ncols=True
+            total=None,
+            unit="image",
+            file=sys.stderr,
+            disable=not enabled,
+            ncols=columns,
+            nrows=lines,
         )
         self._errors = 0
         if enabled and count is not None:
@@ -146,6 +153,16 @@ class Progress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def _terminal_size() -> tuple[int, int]:
+    """stderr's terminal size, with 100 x 24 where it says 0 (a terminal that never set its
+    size: tqdm would then draw nothing at all)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        return 100, 24
+    return size.columns or 100, size.lines or 24
 
 
 def run_collection(
