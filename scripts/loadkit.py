@@ -127,7 +127,7 @@ def write_figures(run: str, figures: dict[str, Any], *, script: str | None = Non
     }
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"figures written to {path.relative_to(REPO)} (run {run!r})", flush=True)
+    print(f"figures written to {path} (run {run!r})", flush=True)
     return path
 
 
