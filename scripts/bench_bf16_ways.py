@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from captioner.testing import write_full_size_checkpoint
-from loadkit import cpu_name
+from loadkit import cpu_name, write_figures
 
 _REWRITE = "auto_mixed_precision_onednn_bfloat16"
 
@@ -62,7 +62,8 @@ def main() -> None:
     def with_rewrite(pixels: np.ndarray) -> np.ndarray:
         tf.config.optimizer.set_experimental_options({_REWRITE: True})
         try:
-            return rewritten(pixels).numpy()
+            features: np.ndarray = rewritten(pixels).numpy()
+            return features
         finally:
             tf.config.optimizer.set_experimental_options({_REWRITE: False})
 
@@ -89,6 +90,7 @@ def main() -> None:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print("| way | batch 1 (ms) | x fp32 | batch 8 (ms) | x fp32 | features vs fp32 |")
     print("|---|---:|---:|---:|---:|---:|")
+    results: dict[str, dict[str, float]] = {}
     for way in ways:
         cells = []
         for batch in (1, 8):
@@ -99,6 +101,14 @@ def main() -> None:
         reference = features["fp32"]
         error = np.linalg.norm(features[way] - reference) / np.linalg.norm(reference)
         print(f"| {way} | {' | '.join(cells)} | {error:.2%} |")
+        results[way] = {
+            "batch_1_ms": round(medians[way][1] * 1000, 1),
+            "batch_1_x_fp32": round(medians["fp32"][1] / medians[way][1], 2),
+            "batch_8_ms": round(medians[way][8] * 1000, 1),
+            "batch_8_x_fp32": round(medians["fp32"][8] / medians[way][8], 2),
+            "features_vs_fp32_pct": round(100 * float(error), 2),
+        }
+    write_figures("default", results)
 
 
 if __name__ == "__main__":

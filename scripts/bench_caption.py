@@ -29,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,12 @@ import numpy as np
 from PIL import Image
 
 from captioner.testing import write_full_size_checkpoint
-from loadkit import cpu_name
+from loadkit import cpu_name, median_time_s, write_figures
 
 
-def _median_s(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def _quiet(command: list[str]) -> None:
+    """Run ``command``, its output kept (a failure raises with it)."""
+    subprocess.run(command, check=True, capture_output=True)
 
 
 def measure_engine(captioner: Any, data: list[bytes], repeats: int) -> dict[str, Any]:
@@ -56,7 +54,7 @@ def measure_engine(captioner: Any, data: list[bytes], repeats: int) -> dict[str,
     """
     pixels = np.stack([captioner.preprocess(d) for d in data])
     captioner.warmup([8, 1])
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "pre": lambda: captioner.preprocess(data[0]),
         "one": lambda: captioner.caption_arrays(pixels[:1]),
         "eight": lambda: captioner.caption_arrays(pixels),
@@ -130,18 +128,8 @@ def main() -> None:
                 sys.executable, "-m", "captioner", "caption", "--json",
                 "--checkpoint", str(files.checkpoint), "--precision", precision,
             ]  # fmt: skip
-            one = _median_s(
-                lambda c=command: subprocess.run(
-                    [*c, str(images[0])], check=True, capture_output=True
-                ),
-                3,
-            )
-            eight = _median_s(
-                lambda c=command: subprocess.run(
-                    [*c, *map(str, images)], check=True, capture_output=True
-                ),
-                3,
-            )
+            one = median_time_s(partial(_quiet, [*command, str(images[0])]), 3)
+            eight = median_time_s(partial(_quiet, [*command, *map(str, images)]), 3)
             cold[precision] = (one, eight)
 
         from captioner.engine import Captioner
@@ -179,10 +167,32 @@ def main() -> None:
             f"  ({8 / row['enc8']:.1f} images/s, {8 / row['enc8'] / reference:.2f}x)"
         )
         print(f"full batches pipelined / one after the other:      {row['pipeline']:6.2f}x")
+    write_figures("-".join(precisions), figures(rows, cold, reference))
 
 
-def _run(command: list[str]) -> None:
-    subprocess.run(command, check=True, capture_output=True)
+def figures(
+    rows: dict[str, dict[str, Any]], cold: dict[str, tuple[float, float]], reference: float
+) -> dict[str, Any]:
+    """What ``main`` printed, per precision, for the figures file (times in ms or s)."""
+    out: dict[str, Any] = {}
+    for precision, row in rows.items():
+        out[precision] = {
+            "ran": row["ran"],
+            "cold_1_image_s": round(cold[precision][0], 2),
+            "cold_8_images_s": round(cold[precision][1], 2),
+            "load_s": round(row["load"], 2),
+            "preprocess_ms": round(row["pre"] * 1000, 1),
+            "caption_1_ms": round(row["one"] * 1000, 1),
+            "encoder_1_ms": round(row["enc1"] * 1000, 1),
+            "caption_8_ms": round(row["eight"] * 1000, 1),
+            "caption_8_images_s": round(8 / row["eight"], 1),
+            "caption_8_x_bare_fp32_encoder": round(8 / row["eight"] / reference, 2),
+            "encoder_8_ms": round(row["enc8"] * 1000, 1),
+            "encoder_8_images_s": round(8 / row["enc8"], 1),
+            "encoder_8_x_bare_fp32_encoder": round(8 / row["enc8"] / reference, 2),
+            "pipelined_x_sequential": round(row["pipeline"], 2),
+        }
+    return out
 
 
 if __name__ == "__main__":

@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import io
 import os
-import statistics
 import subprocess
 import tempfile
 import time
@@ -50,11 +48,20 @@ from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from captioner.assets import model_files_in
 from captioner.testing import write_full_size_checkpoint
-from loadkit import cpu_name, free_port, memory_mib, start_server, stop_server
+from loadkit import (
+    cpu_name,
+    free_port,
+    median_time_s,
+    memory_mib,
+    percentile,
+    photo_jpeg,
+    start_server,
+    stop_server,
+    write_figures,
+)
 
 
 @dataclass(frozen=True)
@@ -65,17 +72,6 @@ class LoadResult:
     elapsed_s: float  # until the last answer (the last requests end after the deadline)
     p50_ms: float
     p95_ms: float
-
-
-def photo_like_jpeg(width: int = 640, height: int = 480) -> bytes:
-    """A 640x480 JPEG with smooth gradients and grain, about the size of a web photo."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
-    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def encoder_throughput(captioner: Any, pixels: np.ndarray, batch: int, seconds: float) -> float:
@@ -109,19 +105,10 @@ def bench_engine(captioner: Any, pixels: np.ndarray) -> dict[str, float]:
     captioner.caption_arrays(one)
     captioner.caption_arrays(eight)
     return {
-        "encoder_1_ms": _median_ms(lambda: captioner.encode(one), 7),
-        "engine_1_ms": _median_ms(lambda: captioner.caption_arrays(one), 7),
-        "engine_8_ms": _median_ms(lambda: captioner.caption_arrays(eight), 5),
+        "encoder_1_ms": median_time_s(lambda: captioner.encode(one), 7) * 1000,
+        "engine_1_ms": median_time_s(lambda: captioner.caption_arrays(one), 7) * 1000,
+        "engine_8_ms": median_time_s(lambda: captioner.caption_arrays(eight), 5) * 1000,
     }
-
-
-def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def engine_counters(port: int) -> dict[str, float]:
@@ -162,21 +149,14 @@ async def closed_loop(url: str, image: bytes, concurrency: int, seconds: float) 
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    latencies.sort()
     return LoadResult(
         len(latencies),
         errors,
         len(latencies) / elapsed,
         elapsed,
-        _percentile_ms(latencies, 0.5),
-        _percentile_ms(latencies, 0.95),
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.95) * 1000,
     )
-
-
-def _percentile_ms(sorted_s: list[float], q: float) -> float:
-    if not sorted_s:
-        return float("nan")
-    return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))] * 1000
 
 
 @dataclass(frozen=True)
@@ -253,7 +233,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="post this image instead of a synthetic one")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    image = args.image.read_bytes() if args.image else photo_like_jpeg()
+    image = args.image.read_bytes() if args.image else photo_jpeg(640, 480, noise=12, quality=90)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model_dir:
@@ -347,6 +327,57 @@ def main() -> None:
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
             f"{load.errors} | {row.rss_mib:.0f} (peak {row.peak_rss_mib:.0f}) |"
         )
+    run = "-".join(args.precision) + "_batching-" + "-".join(args.batching)
+    if args.model_dir or args.image:
+        run += "_given-model-or-image"
+    write_figures(run, figures(encoders, best_batch, references, engines, rows))
+
+
+def figures(
+    encoders: dict[str, dict[int, float]],
+    best_batch: int,
+    references: list[float],
+    engines: dict[str, dict[str, float]],
+    rows: list[Row],
+) -> dict[str, Any]:
+    """What ``main`` printed, for the figures file: per precision the bare encoder's
+    images/s by batch size and the engine's times, per server and load level its row."""
+    best = encoders["fp32"][best_batch]
+    servers: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for row in rows:
+        batching = "on" if row.label.startswith("on") else "off"
+        servers.setdefault(row.precision, {}).setdefault(batching, {})[str(row.concurrency)] = {
+            "throughput_rps": round(row.load.throughput, 2),
+            "x_bare_fp32_encoder": round(row.load.throughput / row.reference, 2),
+            "p50_ms": round(row.load.p50_ms, 1),
+            "p95_ms": round(row.load.p95_ms, 1),
+            "mean_batch": round(row.mean_batch, 2),
+            "engine_busy_pct": round(100 * row.engine_busy, 1),
+            "errors": row.load.errors,
+            "rss_mib": round(row.rss_mib, 1),
+            "peak_rss_mib": round(row.peak_rss_mib, 1),
+        }
+    return {
+        "best_batch": best_batch,
+        "reference_images_s": [round(r, 2) for r in references],
+        "encoders": {
+            precision: {
+                "images_s": {str(b): round(rate, 2) for b, rate in by_batch.items()},
+                "x_fp32_at_best_batch": round(
+                    by_batch[best_batch] / encoders["fp32"][best_batch], 2
+                ),
+            }
+            for precision, by_batch in encoders.items()
+        },
+        "engines": {
+            precision: {
+                **{key: round(value, 1) for key, value in engine.items()},
+                "engine_8_x_bare_fp32_encoder": round(8000 / engine["engine_8_ms"] / best, 2),
+            }
+            for precision, engine in engines.items()
+        },
+        "servers": servers,
+    }
 
 
 if __name__ == "__main__":

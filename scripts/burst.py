@@ -6,11 +6,13 @@ Starts ``captioner serve`` on a full-size checkpoint of the original layout with
 random values (or ``--model-dir``), warms it up, then for each size in ``--clients``:
 records the resident memory (VmRSS) once settled, restarts the kernel's peak counter
 (VmHWM), opens that many connections that each POST the same image to ``/model/predict``
-at the same moment (``--image photo``: a 3900x2600 JPEG of about 9 MB, under the 10 MB
-upload limit; ``flat``: a 6000x6000 PNG of a few kB, 36 megapixels), and reports every
-answer's status, the peak (VmHWM, and a 20 ms sampler as a check), the memory
-``--settle`` seconds after the last answer, and the files the burst left in the server's
-temporary directory. Every answer should be 200 or 503; nothing else.
+at the same moment (``--image photo``: a 3900x2600 JPEG of 9,160,570 bytes, under the
+10 MiB upload limit; ``flat``: a 6000x6000 PNG of one colour, about 120 kB, 36 megapixels),
+and reports every answer's status, the peak (VmHWM, and a 20 ms sampler as a check), the
+memory ``--settle`` seconds after the last answer, and the files the burst left in the
+server's temporary directory. The answers to expect: 200, or 503 with ``Retry-After`` when
+the upload budget or the queue is full; with ``flat`` also 504, for requests whose deadline
+passed while they waited for the decoding budget. Nothing else.
 
 ``--source DIR`` runs the server from another source tree (an older checkout's ``src``),
 to compare before and after in one run on one machine.
@@ -43,6 +45,7 @@ from loadkit import (
     reset_peak,
     start_server,
     stop_server,
+    write_figures,
 )
 
 
@@ -65,7 +68,7 @@ async def burst(url: str, image: bytes, clients: int) -> collections.Counter[str
 
 
 def flat_png(side: int = 6000) -> bytes:
-    """A 36-megapixel PNG of one colour: a few kB to send, 108 MB once decoded."""
+    """A 36-megapixel PNG of one colour: about 120 kB to send, 108 MB once decoded."""
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), (90, 140, 200)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -92,7 +95,7 @@ def main() -> None:
         choices=["photo", "flat"],
         default="photo",
         help="photo: a 3900x2600 JPEG of about 9 MB (the upload budget binds); flat: a "
-        "6000x6000 PNG of a few kB (the decoding budget binds)",
+        "6000x6000 PNG of about 120 kB (the decoding budget binds)",
     )
     parser.add_argument("--model-dir", type=Path, help="serve this model instead")
     parser.add_argument("--source", type=Path, help="run the server from this source tree")
@@ -120,6 +123,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/model/predict"
         process = start_server(files, port, *args.serve_args, env=env)
         rows = []
+        bursts: dict[str, dict[str, object]] = {}
         try:
             warm_up(url, image)
             for clients in args.clients:
@@ -137,6 +141,15 @@ def main() -> None:
                 left = len(files_in(server_tmp) - existing)
                 answers = dict(sorted(outcomes.items()))
                 rows.append((clients, answers, before, peak, after, left))
+                bursts[str(clients)] = {
+                    "answers": answers,
+                    "before_mib": round(before, 1),
+                    "peak_mib": round(peak, 1),
+                    "sampled_peak_mib": round(sampler.peak_mib, 1),
+                    "after_mib": round(after, 1),
+                    "took_s": round(elapsed, 1),
+                    "new_temp_files": left,
+                }
                 print(
                     f"{clients} clients: {answers} in {elapsed:.1f} s; RSS before "
                     f"{before:.0f} MiB, peak {peak:.0f} MiB (sampled {sampler.peak_mib:.0f}), "
@@ -149,9 +162,13 @@ def main() -> None:
     print()
     print("| clients | answers | RSS before (MiB) | peak (MiB) | after (MiB) | new temp files |")
     print("|---:|---|---:|---:|---:|---:|")
-    for clients, outcomes, before, peak, after, left in rows:
-        answers = ", ".join(f"{count} x {status}" for status, count in outcomes.items())
-        print(f"| {clients} | {answers} | {before:.0f} | {peak:.0f} | {after:.0f} | {left} |")
+    for clients, counts, before, peak, after, left in rows:
+        text = ", ".join(f"{count} x {status}" for status, count in counts.items())
+        print(f"| {clients} | {text} | {before:.0f} | {peak:.0f} | {after:.0f} | {left} |")
+    given = args.source or args.serve_args or args.model_dir or args.server_env
+    run = args.image + ("_given-options" if given else "")
+    figures = {"image_bytes": len(image), "settle_s": args.settle, "bursts": bursts}
+    write_figures(run, figures)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Usage: python scripts/deploy_footprint.py [--precision fp32] [--starts 3] [--thr
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
@@ -42,21 +41,20 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-
-from PIL import Image
+from typing import Any
 
 from captioner.assets import ModelFiles
-from loadkit import cpu_name, full_size_model, in_child, memory_mib, wait_ready
+from loadkit import (
+    cpu_name,
+    full_size_model,
+    in_child,
+    memory_mib,
+    photo_jpeg,
+    wait_ready,
+    write_figures,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def jpeg(seed: int) -> bytes:
-    """A 640x480 JPEG whose pixels depend on ``seed``."""
-    image = Image.effect_noise((640, 480), 40 + seed % 20).convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 def caption(url: str, body: bytes) -> float:
@@ -139,7 +137,10 @@ def one_start(files: ModelFiles, options: argparse.Namespace) -> dict[str, float
             figures["ready_s"] = time.monotonic() - start
             time.sleep(2)
             figures["idle"] = memory_mib(process.pid)[0]
-            images = [jpeg(i) for i in range(options.requests)]
+            images = [
+                photo_jpeg(640, 480, noise=8 + i % 20, quality=85, seed=i)
+                for i in range(options.requests)
+            ]
             latencies = [caption(url, body) for body in images]
             figures["sequential"] = memory_mib(process.pid)[0]
             figures["latency_ms"] = statistics.median(latencies) * 1000
@@ -173,6 +174,20 @@ def one_start(files: ModelFiles, options: argparse.Namespace) -> dict[str, float
 def _log_time(line: str) -> float:
     """The time of a server log line (``2026-12-02 01:54:32,681 INFO ...``), in seconds."""
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+# The figures file's name, with its unit, for each figure of a start.
+_FIGURE_NAMES = {
+    "ready_s": "ready_s",
+    "loading_s": "loading_s",
+    "warmup_s": "warmup_s",
+    "idle": "idle_mib",
+    "sequential": "sequential_mib",
+    "concurrent": "concurrent_mib",
+    "peak": "peak_mib",
+    "latency_ms": "latency_ms",
+    "throughput": "throughput_images_s",
+}
 
 
 def main() -> None:
@@ -239,6 +254,28 @@ def main() -> None:
     print(
         f"throughput at c={options.concurrency}:            {spread('throughput', 'images/s', 1)}"
     )
+    figures: dict[str, Any] = {
+        "starts": len(starts),
+        "medians": {
+            name: round(median(key), 2)
+            for key, name in _FIGURE_NAMES.items()
+            if all(key in start for start in starts)
+        },
+    }
+    if not options.no_breakdown:
+        figures["breakdown_mib"] = {
+            "after_import": round(baseline[0]),
+            "released": round(baseline[0] - baseline[1]),
+            "no_model": round(baseline[1]),
+            "weights": round(weights),
+            "rest": round(median("peak") - baseline[1] - weights),
+        }
+    run = options.precision
+    if options.threads:
+        run += f"_threads-{options.threads}"
+    if options.concurrency != 8 or options.requests != 20:
+        run += f"_c{options.concurrency}-r{options.requests}"
+    write_figures(run + ("_no-breakdown" if options.no_breakdown else ""), figures)
 
 
 if __name__ == "__main__":

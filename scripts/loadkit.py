@@ -1,20 +1,30 @@
-"""Shared by ``burst.py`` and ``soak.py``: a ``captioner serve`` process on the full-size
-checkpoint, its memory (Linux ``/proc``), the images to send, and the CPU's name.
+"""What the benchmark and load scripts share: a ``captioner serve`` process on the full-size
+checkpoint, its memory (Linux ``/proc``), the images to send, one median and one percentile,
+and the figures file each script writes (:func:`write_figures`).
 
-Not a script itself: Python puts this directory first on ``sys.path`` when it runs
-a script from here, so ``import loadkit`` finds it.
+Used by ``bench_server.py``, ``bench_caption.py``, ``bench_bf16_ways.py``, ``burst.py``,
+``soak.py``, ``deploy_footprint.py`` and ``precision_accuracy.py``; ``figures.py`` reads
+what they write. Not a script itself: Python puts this directory first on ``sys.path`` when
+it runs a script from here, so ``import loadkit`` finds it.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import io
+import json
+import math
 import os
+import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +35,29 @@ from PIL import Image
 from captioner.assets import ModelFiles, model_files_in
 
 REPO = Path(__file__).resolve().parents[1]
+FIGURES_DIR = REPO / "docs" / "figures"
+
+# The machine's load when the script started: a figure's load average is given at both ends.
+_LOAD_AT_START = os.getloadavg()[0]
 
 __all__ = [
+    "FIGURES_DIR",
     "ModelFiles",
     "RssSampler",
     "cpu_name",
     "free_port",
     "full_size_model",
     "in_child",
+    "machine",
+    "median_time_s",
     "memory_mib",
+    "percentile",
     "photo_jpeg",
     "reset_peak",
     "start_server",
     "stop_server",
     "wait_ready",
+    "write_figures",
 ]
 
 
@@ -48,6 +67,87 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def _cpu_fields() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo``."""
+    fields: dict[str, str] = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def machine() -> dict[str, Any]:
+    """What a figure needs to be read and compared: the CPU (name, family and model, cores,
+    native bfloat16), TensorFlow's version (from the package's metadata: importing it here
+    would change the memory the scripts measure) and the load average at the script's start
+    and now."""
+    fields = _cpu_fields()
+    flags = set(fields.get("flags", "").split())
+    tensorflow = "not installed"
+    for package in ("tensorflow-cpu", "tensorflow"):
+        try:
+            tensorflow = importlib.metadata.version(package)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": cpu_name(),
+        "cpu_family": fields.get("cpu family", "unknown"),
+        "cpu_model": fields.get("model", "unknown"),
+        "cpus": os.cpu_count(),
+        "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "tensorflow": tensorflow,
+        "load_average": [round(_LOAD_AT_START, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def write_figures(run: str, figures: dict[str, Any], *, script: str | None = None) -> Path:
+    """Record ``figures`` as run ``run`` of this script in ``docs/figures/<script>.json``,
+    with the command, the date and :func:`machine`, replacing that run's last figures and
+    keeping the file's other runs.
+
+    The documentation quotes its figures from these files and ``tests/docs/test_figures.py``
+    holds the pages to them, so a figure re-measured here cannot stay old on a page.
+    ``run`` names what the options changed (``"fp32"``, ``"flat"``): the pages cite a run
+    by that name. Values are plain JSON, in the unit their key names (``_ms``, ``_mib``).
+    """
+    name = script or Path(sys.argv[0]).stem
+    path = FIGURES_DIR / f"{name}.json"
+    document = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    document["script"] = f"scripts/{name}.py"
+    document["runs"][run] = {
+        "command": shlex.join(["python", f"scripts/{name}.py", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+        "machine": machine(),
+        "figures": figures,
+    }
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"figures written to {path} (run {run!r})", flush=True)
+    return path
+
+
+def median_time_s(fn: Callable[[], object], repeats: int) -> float:
+    """The median of ``repeats`` timed calls of ``fn``, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of ``values`` by nearest rank over ``n - 1`` intervals,
+    so ``q=0.5`` of an odd count is its median; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[round(q * (len(ordered) - 1))]
 
 
 def free_port() -> int:
@@ -62,7 +162,8 @@ def full_size_model(directory: Path, model_dir: Path | None = None) -> ModelFile
 
     A child process writes it: this process must not load TensorFlow itself, because the
     server releases the library pages only TensorFlow's import used, and the kernel keeps
-    any page another process maps (the server's memory would read about 240 MiB higher).
+    any page another process maps (the server's memory would read higher: see "Measuring
+    memory" in ``docs/reliability.md``).
     """
     if model_dir is not None:
         return model_files_in(model_dir)

@@ -20,6 +20,7 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from captioner.testing import write_full_size_checkpoint
 from captioner.training.dataset import read_dataset
 from captioner.training.evaluate import evaluate
 from captioner.training.shapes import write_dataset
+from loadkit import write_figures
 
 
 def top_captions(captioner: Captioner, pixels: np.ndarray) -> list[tuple[str, float]]:
@@ -54,12 +56,25 @@ def compare(files: ModelFiles, images: list[Path]) -> tuple[float, np.ndarray]:
     return float(np.mean(same)), deltas
 
 
-def describe(deltas: np.ndarray) -> str:
+def spread(same: float, deltas: np.ndarray) -> dict[str, float]:
+    """The share of unchanged top captions and the size of ``deltas``, for the figures."""
     magnitude = np.abs(deltas)
+    return {
+        "top_same_pct": round(100 * same, 1),
+        "images": len(deltas),
+        "logprob_delta_median": round(float(np.median(magnitude)), 4),
+        "logprob_delta_p90": round(float(np.percentile(magnitude, 90)), 4),
+        "logprob_delta_max": round(float(magnitude.max()), 4),
+        "logprob_delta_mean_signed": round(float(deltas.mean()), 4),
+    }
+
+
+def describe(figures: dict[str, float]) -> str:
     return (
-        f"|bf16 - fp32| of the top caption's logprob: median {np.median(magnitude):.4f}, "
-        f"p90 {np.percentile(magnitude, 90):.4f}, max {magnitude.max():.4f} "
-        f"(mean signed {deltas.mean():+.4f})"
+        f"top caption the same in both: {figures['top_same_pct']}% of {figures['images']}; "
+        f"|bf16 - fp32| of the top caption's logprob: median {figures['logprob_delta_median']}, "
+        f"p90 {figures['logprob_delta_p90']}, max {figures['logprob_delta_max']} "
+        f"(mean signed {figures['logprob_delta_mean_signed']:+})"
     )
 
 
@@ -77,18 +92,23 @@ def main() -> None:
         images = sorted({example.image_path for example in examples})
         demo = ModelFiles(DEMO_MODEL_DIR / "checkpoint", DEMO_MODEL_DIR / "word_counts.txt")
         print(f"demo model, {len(images)} fresh scenes (seed {args.seed}):")
+        figures: dict[str, dict[str, Any]] = {"demo": {}}
         for precision in ("fp32", "bf16"):
             captioner = Captioner.load(demo.checkpoint, demo.vocab, precision=precision)
             scores = evaluate(captioner, examples, sample_count=0)
             print(f"  {precision}: exact match {scores.exact_match:.1%}, BLEU-4 {scores.bleu4:.4f}")
-        same, deltas = compare(demo, images)
-        print(f"  top caption the same in both: {same:.1%}; {describe(deltas)}")
+            figures["demo"][precision] = {
+                "exact_match_pct": round(100 * scores.exact_match, 1),
+                "bleu4": round(scores.bleu4, 4),
+            }
+        figures["demo"].update(spread(*compare(demo, images)))
+        print(f"  {describe(figures['demo'])}")
 
         full = write_full_size_checkpoint(Path(tmp) / "full")
-        subset = images[: args.full_images]
-        same, deltas = compare(full, subset)
-        print(f"full-size random checkpoint, {len(subset)} of those scenes:")
-        print(f"  top caption unchanged: {same:.1%}; {describe(deltas)}")
+        figures["full_size_random"] = spread(*compare(full, images[: args.full_images]))
+        print(f"full-size random checkpoint, {args.full_images} of those scenes:")
+        print(f"  {describe(figures['full_size_random'])}")
+    write_figures("default", figures)
 
 
 if __name__ == "__main__":

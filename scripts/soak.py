@@ -34,11 +34,11 @@ import asyncio
 import collections
 import io
 import random
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -49,10 +49,12 @@ from loadkit import (
     free_port,
     full_size_model,
     memory_mib,
+    percentile,
     photo_jpeg,
     reset_peak,
     start_server,
     stop_server,
+    write_figures,
 )
 
 # (concurrency, requests): up, down, up again, idle-ish at the end.
@@ -74,6 +76,9 @@ class Outcome:
     status: str  # the HTTP status, or the transport error's name
     latency_s: float
     batch_errors: int = 0  # for batches: files answered with their own error
+
+
+Phase = tuple[int, int, list[Outcome], float, float]  # number, clients, outcomes, s, MiB
 
 
 @dataclass
@@ -152,13 +157,6 @@ async def run_phase(base: str, corpus: Corpus, concurrency: int, kinds: list[str
     return outcomes
 
 
-def percentile_ms(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="times each phase's requests")
@@ -195,7 +193,7 @@ def main() -> None:
             reset_peak(process.pid)
             metrics_before = rejections(httpx.get(f"{base}/metrics").text)
             started = time.monotonic()
-            report = []
+            report: list[Phase] = []
             for number, (concurrency, kinds) in enumerate(plan, start=1):
                 phase_started = time.monotonic()
                 outcomes = asyncio.run(run_phase(base, corpus, concurrency, kinds))
@@ -217,7 +215,11 @@ def main() -> None:
         for reason, count in metrics_after.items()
         if count > metrics_before.get(reason, 0)
     }
-    print_report(report, wall_s, start_mib, peak_mib, end_mib, args.settle, counted)
+    memory = {"start": start_mib, "peak": peak_mib, "end": end_mib}
+    figures = summarize(report, wall_s, memory, counted)
+    print_report(figures, args.settle)
+    given = args.model_dir or args.serve_args or args.scale != 1.0 or args.rounds != 2 or args.seed
+    write_figures("default" if not given else "given-options", figures)
 
 
 def rejections(metrics: str) -> dict[str, float]:
@@ -230,44 +232,81 @@ def rejections(metrics: str) -> dict[str, float]:
     return found
 
 
-def print_report(report, wall_s, start_mib, peak_mib, end_mib, settle_s, counted) -> None:  # type: ignore[no-untyped-def]
+def summarize(
+    report: list[Phase],
+    wall_s: float,
+    memory: dict[str, float],
+    counted: dict[str, float],
+) -> dict[str, Any]:
+    """The soak's figures: per phase, per kind of request, and overall (latencies in ms,
+    memory in MiB); what the report prints and the figures file holds."""
     everything = [o for _, _, outcomes, _, _ in report for o in outcomes]
+    phases = []
+    for number, concurrency, outcomes, elapsed, rss_mib in report:
+        good = [o.latency_s for o in outcomes if o.kind == "good" and o.status == "200"]
+        batch = [o.latency_s for o in outcomes if o.kind == "batch" and o.status == "200"]
+        phases.append(
+            {
+                "phase": number,
+                "clients": concurrency,
+                "requests": len(outcomes),
+                "rps": round(len(outcomes) / elapsed, 1),
+                "good_p50_ms": round(percentile(good, 0.5) * 1000),
+                "good_p99_ms": round(percentile(good, 0.99) * 1000),
+                "batch_p50_ms": round(percentile(batch, 0.5) * 1000),
+                "batch_p99_ms": round(percentile(batch, 0.99) * 1000),
+                "unexpected": sum(not _expected(o) for o in outcomes),
+                "rss_end_mib": round(rss_mib),
+            }
+        )
+    kinds = {}
+    for kind, (_, expected) in KINDS.items():
+        counts = collections.Counter(o.status for o in everything if o.kind == kind)
+        kinds[kind] = {"expected": sorted(expected), "answers": dict(sorted(counts.items()))}
+    return {
+        "phases": phases,
+        "kinds": kinds,
+        "requests": len(everything),
+        "wall_s": round(wall_s),
+        "unexpected": sum(not _expected(o) for o in everything),
+        "batch_files_refused": sum(o.batch_errors for o in everything),
+        "memory_mib": {key: round(value) for key, value in memory.items()},
+        "rejections_counted": {reason: round(count) for reason, count in sorted(counted.items())},
+    }
+
+
+def print_report(figures: dict[str, Any], settle_s: float) -> None:
+    """The figures as Markdown tables and a few lines."""
     print()
     print("| phase | concurrency | requests | req/s | good p50 / p99 (ms) | batch p50 / p99 (ms) "
           "| unexpected | RSS at end (MiB) |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for number, concurrency, outcomes, elapsed, rss_mib in report:
-        good = [o.latency_s for o in outcomes if o.kind == "good" and o.status == "200"]
-        batch = [o.latency_s for o in outcomes if o.kind == "batch" and o.status == "200"]
-        unexpected = sum(not _expected(o) for o in outcomes)
+    for row in figures["phases"]:
         print(
-            f"| {number} | {concurrency} | {len(outcomes)} | {len(outcomes) / elapsed:.1f} | "
-            f"{percentile_ms(good, 0.5):.0f} / {percentile_ms(good, 0.99):.0f} | "
-            f"{percentile_ms(batch, 0.5):.0f} / {percentile_ms(batch, 0.99):.0f} | "
-            f"{unexpected} | {rss_mib:.0f} |"
+            f"| {row['phase']} | {row['clients']} | {row['requests']} | {row['rps']} | "
+            f"{row['good_p50_ms']} / {row['good_p99_ms']} | "
+            f"{row['batch_p50_ms']} / {row['batch_p99_ms']} | "
+            f"{row['unexpected']} | {row['rss_end_mib']} |"
         )
     print()
     print("| kind | expected | answers |")
     print("|---|---|---|")
-    for kind, (_, expected) in KINDS.items():
-        counts = collections.Counter(o.status for o in everything if o.kind == kind)
-        answers = ", ".join(f"{n} x {status}" for status, n in sorted(counts.items()))
-        print(f"| {kind} | {', '.join(map(str, sorted(expected)))} | {answers} |")
-    batch_files = sum(o.batch_errors for o in everything)
+    for kind, row in figures["kinds"].items():
+        answers = ", ".join(f"{n} x {status}" for status, n in row["answers"].items())
+        print(f"| {kind} | {', '.join(map(str, row['expected']))} | {answers} |")
+    memory = figures["memory_mib"]
     print()
     print(
-        f"{len(everything)} requests in {wall_s:.0f} s; unexpected answers: "
-        f"{sum(not _expected(o) for o in everything)}; files refused inside batches: "
-        f"{batch_files}. Good requests: p50 "
-        f"{statistics.median(o.latency_s for o in everything if o.kind == 'good') * 1000:.0f} ms."
+        f"{figures['requests']} requests in {figures['wall_s']} s; unexpected answers: "
+        f"{figures['unexpected']}; files refused inside batches: {figures['batch_files_refused']}"
     )
     print(
-        f"RSS: start {start_mib:.0f} MiB, peak {peak_mib:.0f} MiB, end ({settle_s:g} s after) "
-        f"{end_mib:.0f} MiB: {end_mib - start_mib:+.0f} MiB"
+        f"RSS: start {memory['start']} MiB, peak {memory['peak']} MiB, end ({settle_s:g} s "
+        f"after) {memory['end']} MiB: {memory['end'] - memory['start']:+} MiB"
     )
     print(
         "the server's own count of its refusals:",
-        ", ".join(f"{reason} {count:.0f}" for reason, count in sorted(counted.items())),
+        ", ".join(f"{reason} {count}" for reason, count in figures["rejections_counted"].items()),
     )
 
 

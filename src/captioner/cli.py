@@ -580,7 +580,7 @@ def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
 )
 @_train_option("seed", click.IntRange(0), "Seeds the split, the initial weights, the batches.")
 @_train_option(
-    "image_cache_mb", click.IntRange(0), "Keep preprocessed images in memory, up to this many MB."
+    "image_cache_mb", click.IntRange(0), "Keep preprocessed images in memory, up to this many MiB."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, only errors.")
 @_setting_option("--log-level", type=LOG_LEVELS)

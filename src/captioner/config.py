@@ -14,6 +14,7 @@ from captioner.assets import (
     PINNED_ASSET_SHA512,
     PINNED_VOCAB_SHA256,
     TARBALL_URLS,
+    VOCAB_FILENAME,
     VOCAB_URL,
     ModelFiles,
     model_files_in,
@@ -280,7 +281,7 @@ class Settings(BaseSettings):
             base = self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent
             vocab = self.vocab
             if vocab is None:
-                candidates = [base / "word_counts.txt", base.parent / "word_counts.txt"]
+                candidates = [base / VOCAB_FILENAME, base.parent / VOCAB_FILENAME]
                 vocab = next((c for c in candidates if c.exists()), candidates[0])
             return ModelFiles(checkpoint=self.checkpoint, vocab=vocab)
         files = model_files_in(DEMO_MODEL_DIR if self.model == "demo" else self.model_dir)

@@ -1,6 +1,7 @@
 """Give back to the operating system memory the process holds but does not use.
 
-Two kinds, each measured (``scripts/deploy_footprint.py``, ``docs/performance.md``):
+Two kinds, each measured by ``scripts/deploy_footprint.py``; the figures are in
+``docs/performance.md`` ("Memory and start-up"), not here, where they would go stale:
 
 - Freed heap: glibc's allocator keeps freed memory inside its heaps for reuse, and hands
   back only what lies at a heap's top, so after loading a checkpoint, or after a burst of
@@ -8,8 +9,8 @@ Two kinds, each measured (``scripts/deploy_footprint.py``, ``docs/performance.md
   in use. :func:`release_free_memory` (``malloc_trim(0)``) returns every free page of every
   heap. Elsewhere (musl, macOS) it does nothing.
 - TensorFlow's shared libraries: importing TensorFlow runs the registration code of every
-  op and kernel it has, spread over 850 MB of library, and leaves about 280 MB of it
-  resident. Those pages are clean copies of the library files; serving runs a small part
+  op and kernel it has, across all its libraries, and leaves a large part of them resident.
+  Those pages are clean copies of the library files; serving runs a small part
   of them. :func:`release_library_pages` asks the kernel to drop them (``MADV_PAGEOUT``,
   Linux 5.4+), so loading and warm-up bring back what the model needs and the rest stays on
   disk; a page needed later is read back from the file, as after any eviction. Pages that

@@ -90,4 +90,4 @@ def test_captions_read_as_sentences_and_numbers_as_people_write_them(
     )
     assert percents == ["95.4 %", "3.9 %", "0.042 %", "< 0.001 %", "0 %"]
     sizes = run(page_modules, "format.js", "a.map(m.formatBytes)", [512, 300_000, 10 * 1024 * 1024])
-    assert sizes == ["512 bytes", "293 KB", "10 MB"]
+    assert sizes == ["512 bytes", "293 KiB", "10 MiB"]

@@ -45,8 +45,8 @@ def warmup_batch_sizes(max_batch_size: int) -> list[int]:
 
     The largest sizes TensorFlow's memory for every smaller batch (it keeps and reuses its
     largest), and tracing happens on the first call whatever its size. A size between
-    then costs its first call some 20-50 ms once (setting up its kernels; measured on the
-    full-size model), far less than running it at warm-up costs readiness.
+    then costs its first call a little once (setting up its kernels; see "Time to ready"
+    in ``docs/performance.md``), far less than running it at warm-up costs readiness.
     """
     return sorted({max_batch_size, 1}, reverse=True)
 

@@ -1,8 +1,8 @@
 // Text for people: captions as sentences, file sizes, probabilities.
 
-const UNITS = ["bytes", "KB", "MB", "GB"];
+const UNITS = ["bytes", "KiB", "MiB", "GiB"];
 
-/** A size in bytes as "812 KB" or "10 MB" (powers of 1024, as file managers show). */
+/** A size in bytes as "812 KiB" or "10 MiB" (powers of 1024, so named as such). */
 export function formatBytes(bytes) {
   let value = bytes;
   let unit = 0;
