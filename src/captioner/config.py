@@ -185,6 +185,14 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a request's whole body once its headers "
         "are in; then 408 and the connection is closed.",
     )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Most bytes of a request's line and headers buffered before their end; "
+        "more get 400 and the connection is closed (a block that arrives in one network "
+        "read, at most 256 KiB, is judged whole). Under plain uvicorn only with "
+        "`--http captioner.api.protocol:GuardedH11Protocol`.",
+    )
     max_connections: int = Field(
         1024,
         ge=1,

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
         dropped=app_metrics.connection_dropped,
         open_changed=app_metrics.open_connections.set,
     )

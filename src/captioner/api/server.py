@@ -7,6 +7,10 @@ usual. A second signal shuts down at once.
 
 Connections are served by :class:`~captioner.api.protocol.GuardedH11Protocol`: deadlines
 for slow requests and a cap on open connections.
+
+Both build on uvicorn internals (``Server.on_tick``, ``handle_exit``, ``should_exit``); if
+the installed uvicorn lacks one, the server says so and runs as plain uvicorn (whose
+lifespan shutdown still drains) rather than crash or silently skip the drain.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from types import FrameType
 import uvicorn
 
 from captioner.api.app import create_app
+from captioner.api.internals import Needs, missing
 from captioner.api.logs import configure_logging
-from captioner.api.protocol import GuardedH11Protocol
+from captioner.api.protocol import guarded_protocol
 from captioner.api.service import ModelService, ModelState
 from captioner.config import Settings
 from captioner.errors import StartupError
 
-__all__ = ["open_listener", "serve"]
+__all__ = ["NEEDS", "open_listener", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,31 @@ class _DrainingServer(uvicorn.Server):
         if self._service.state is ModelState.FAILED:
             self.should_exit = True  # a server that can never be ready should not linger
         return await super().on_tick(counter)
+
+
+# What _DrainingServer uses of uvicorn beyond its public API.
+NEEDS = (
+    Needs(
+        uvicorn.Server,
+        methods=("handle_exit", "on_tick"),
+        attributes=("should_exit",),
+        parameters=("config",),
+    ),
+)
+
+
+def _server(config: uvicorn.Config, service: ModelService) -> uvicorn.Server:
+    """The draining server, or plain uvicorn (with a warning) if uvicorn lacks what it needs."""
+    absent = missing(NEEDS)
+    if not absent:
+        return _DrainingServer(config, service)
+    logger.warning(
+        "this uvicorn lacks %s, which the drain on SIGTERM needs: readiness stays up until "
+        "uvicorn stops listening (admitted requests still finish, in the lifespan's "
+        "shutdown); install a uvicorn that pyproject.toml allows",
+        ", ".join(absent),
+    )
+    return uvicorn.Server(config)
 
 
 def open_listener(host: str, port: int) -> socket.socket:
@@ -106,7 +136,8 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # the app logs one richer line per request
-        http=GuardedH11Protocol,
+        http=guarded_protocol(),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
@@ -119,7 +150,7 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
         f"[{host}]" if ":" in host else host,
         port,
     )
-    _DrainingServer(config, service).run(sockets=[listener])
+    _server(config, service).run(sockets=[listener])
     if service.load_error is not None:
         # The service has logged the whole reason (with the ways out) once already.
         raise StartupError("the model could not be loaded (the reason is above)") from (
