@@ -3,7 +3,8 @@
 Plain uvicorn closes the listening socket at once on SIGTERM. Here the first signal only
 starts a drain: readiness turns 503 (a load balancer stops sending), new caption requests
 get 503, admitted ones finish (up to ``drain_timeout_s``); then uvicorn shuts down as
-usual. A second signal shuts down at once.
+usual, cutting off after ``shutdown_timeout_s`` what is still open (a stalled upload), so
+a stop never takes longer than the two together. A second signal shuts down at once.
 
 Connections are served by :class:`~captioner.api.protocol.GuardedH11Protocol`: deadlines
 for slow requests and a cap on open connections.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 from types import FrameType
@@ -117,6 +119,20 @@ def open_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
+def _reach(host: str, settings: Settings) -> str:
+    """Who can use the server, for the start line: the address's reach, and keys or none."""
+    where = ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an IPv6 address with a scope
+        loopback = False
+    if loopback:
+        where = ", from this machine only (--host 0.0.0.0 serves other machines)"
+    if settings.api_keys_file is None:
+        return f"{where}, no API key needed (--api-key-file requires one)"
+    return f"{where}, API keys required (from {settings.api_keys_file})"
+
+
 def serve(settings: Settings, listener: socket.socket | None = None) -> None:
     """Serve the caption API on ``listener`` (default: ``settings.host:settings.port``).
 
@@ -140,15 +156,17 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
         h11_max_incomplete_event_size=settings.max_header_bytes,
         ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         lifespan="on",
-        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+        # After the drain: a stop takes at most drain_timeout_s + shutdown_timeout_s.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     service: ModelService = app.state.service
     host, port = listener.getsockname()[:2]
     logger.info(
-        "listening on http://%s:%d (the web page at /, the API documentation at /docs); "
+        "listening on http://%s:%d (the web page at /, the API documentation at /docs)%s; "
         "the model loads in the background, /v2/health/ready says when it is ready",
         f"[{host}]" if ":" in host else host,
         port,
+        _reach(host, settings),
     )
     _server(config, service).run(sockets=[listener])
     if service.load_error is not None:
