@@ -4,8 +4,12 @@
 #
 #   docker build -t captioner .                                   # model fetched at first start
 #   docker build --build-arg MODEL_SOURCE=baked -t captioner:baked .   # model inside the image
-#   docker run -p 5000:5000 -v captioner-model:/var/lib/captioner captioner
-#   docker run -p 5000:5000 captioner serve --model demo          # bundled demo, no network
+#   docker run --stop-timeout 30 -p 5000:5000 -v captioner-model:/var/lib/captioner captioner
+#   docker run --stop-timeout 30 -p 5000:5000 captioner serve --model demo   # bundled demo
+#
+# --stop-timeout 30: a stop drains running requests (up to CAPTIONER_DRAIN_TIMEOUT_S, 20 s),
+# then cuts off what is still open after CAPTIONER_SHUTDOWN_TIMEOUT_S (5 s); Docker's
+# default of 10 s would kill it mid-drain.
 #
 # Build arguments:
 #   PYTHON_IMAGE   the slim CPython base, pinned to a patch release.

@@ -454,12 +454,20 @@ def download(
 @_setting_option("--max-queue-size", type=click.IntRange(1))
 @_setting_option("--request-timeout-s", type=click.FloatRange(0, min_open=True))
 @_setting_option("--drain-timeout-s", type=click.FloatRange(0))
+@_setting_option("--shutdown-timeout-s", type=click.IntRange(1))
 @_setting_option("--max-upload-bytes", type=click.IntRange(1))
 @_setting_option("--max-pending-upload-bytes", type=click.IntRange(1))
 @_setting_option("--max-decoding-pixels", type=click.IntRange(1))
 @_setting_option("--header-timeout-s", type=click.FloatRange(0, min_open=True))
 @_setting_option("--body-timeout-s", type=click.FloatRange(0, min_open=True))
 @_setting_option("--max-connections", type=click.IntRange(1))
+@_setting_option("--max-header-bytes", type=click.IntRange(1024))
+@_setting_option(
+    "--api-key-file",
+    "api_keys_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@_setting_option("--public-metrics", is_flag=True)
 @_setting_option("--cors-enable", is_flag=True)
 @click.option(
     "--cors-origin",
@@ -474,9 +482,10 @@ def serve(**options: Any) -> None:
     """Serve the MAX-compatible caption API and the web page (uvicorn).
 
     Every option is also an environment variable, CAPTIONER_<OPTION> (CORS_ENABLE for
-    --cors-enable); options win. The port is taken first (a busy port is reported at once),
-    then the model is fetched if missing and loaded while the server already answers
-    health probes. SIGTERM drains: admitted requests finish first.
+    --cors-enable, CAPTIONER_API_KEYS_FILE for --api-key-file); options win. It listens on
+    this machine only unless --host 0.0.0.0. The port is taken first (a busy port is
+    reported at once), then the model is fetched if missing and loaded while the server
+    already answers health probes. SIGTERM drains: admitted requests finish first.
     """
     from captioner.api.server import open_listener
     from captioner.api.server import serve as run_server

@@ -116,7 +116,11 @@ class Settings(BaseSettings):
     )
 
     # --- serving ------------------------------------------------------------------------
-    host: str = Field("0.0.0.0", description="Interface to listen on (all, as MAX did).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Interface to listen on: this machine only; `0.0.0.0` serves every "
+        "interface (the image, Compose and the manifests set it).",
+    )
     port: int = Field(5000, ge=1, le=65535, description="Port to listen on (MAX's).")
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Most requests in one engine call; 1 turns batching off."
@@ -141,6 +145,14 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="Longest a shutdown waits for admitted requests to finish."
+    )
+    shutdown_timeout_s: int = Field(
+        5,
+        ge=1,
+        description="After the drain, the longest the server waits for requests still open "
+        "(an upload still arriving, an answer being sent) before it cuts them off and "
+        "exits. A stop takes at most `drain_timeout_s` plus this (plus any preStop pause): "
+        "grace periods must be longer.",
     )
     max_upload_bytes: int = Field(
         10 * 1024 * 1024,
@@ -186,11 +198,30 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a request's whole body once its headers "
         "are in; then 408 and the connection is closed.",
     )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Most bytes of a request's line and headers buffered before their end; "
+        "more get 400 and the connection is closed (a block that arrives in one network "
+        "read, at most 256 KiB, is judged whole). Under plain uvicorn only with "
+        "`--http captioner.api.protocol:GuardedH11Protocol`.",
+    )
     max_connections: int = Field(
         1024,
         ge=1,
         description="Most open client connections; one more gets 503 and is closed at once. "
         "Under plain uvicorn only with `--http captioner.api.protocol:GuardedH11Protocol`.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="Require `Authorization: Bearer <key>` with one of the keys in this file "
+        "(one a line; blank lines and `#` comments skipped) on every route but the health "
+        "probes, the web page's and documentation's files; 401 without. No TLS: put a "
+        "proxy in front for that.",
+        json_schema_extra={"default_text": "none: no key needed"},
+    )
+    public_metrics: bool = Field(
+        False, description="With `api_keys_file`, serve `/metrics` without a key too."
     )
     default_beam_size: int = Field(
         3, ge=1, description="`beam_size` when a request gives none (the original's 3)."
@@ -233,7 +264,7 @@ class Settings(BaseSettings):
     _split = field_validator("download_urls", "cors_origins", mode="before")(
         classmethod(lambda cls, value: _split_list(value))
     )
-    _expand = field_validator("model_dir", "checkpoint", "vocab", mode="after")(
+    _expand = field_validator("model_dir", "checkpoint", "vocab", "api_keys_file", mode="after")(
         classmethod(lambda cls, value: value.expanduser() if value is not None else None)
     )
 

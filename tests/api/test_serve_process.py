@@ -122,3 +122,49 @@ def test_serve_exits_1_when_the_model_cannot_be_loaded(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Error:" in done.stderr and "captioner download" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_stalled_upload_cannot_hold_a_stop_past_drain_plus_shutdown_timeout(
+    tmp_path: Path,
+) -> None:
+    """A client that sends headers and part of a body, then nothing: SIGTERM still ends the
+    process within ``drain_timeout_s + shutdown_timeout_s`` (the sum the grace periods are
+    sized by), long before the body's own deadline would cut the client off."""
+    drain_s, shutdown_s, margin_s = 3, 2, 4.0
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
+    command = [
+        sys.executable, "-m", "captioner", "serve", "--model", "demo",
+        "--port", str(port), "--model-dir", str(tmp_path / "unused"),
+        "--drain-timeout-s", str(drain_s), "--shutdown-timeout-s", str(shutdown_s),
+        "--body-timeout-s", "120", "--max-batch-size", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ready(
+            process, base, 120, lambda: process.stdout.read() if process.stdout else ""
+        )
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=30)
+        stalled.sendall(
+            b"POST /model/predict HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+            + png(0)[:1000]
+        )
+        time.sleep(0.5)  # the request is in the app, reading its body
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=60)
+        stopped_s = time.monotonic() - signalled
+        stalled.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+    output = process.stdout.read() if process.stdout else ""
+    assert returncode == 0, output
+    assert stopped_s < drain_s + shutdown_s + margin_s, (stopped_s, output)
+    assert "timeout graceful shutdown exceeded" in output  # the upload was cut off, not done

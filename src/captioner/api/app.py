@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from captioner.api.auth import ApiKeyMiddleware, load_api_keys
 from captioner.api.errors import install_error_handlers
 from captioner.api.metrics import Metrics
 from captioner.api.middleware import AccessLogMiddleware, UploadBudget, UploadGuardMiddleware
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         The ASGI app; its ``state`` holds ``settings``, ``service`` and ``metrics``.
     """
     settings = settings if settings is not None else load_settings()
+    # Read now: a missing or empty key file stops the start, before any model work.
+    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else None
     app_metrics = Metrics()
 
     def ready_changed(ready: bool) -> None:
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
         dropped=app_metrics.connection_dropped,
         open_changed=app_metrics.open_connections.set,
     )
@@ -101,13 +105,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # live list: routes mounted later count too).
     included = [route for router in routers for route in router.routes]
 
-    # Added innermost first: the access log sees every answer, CORS headers reach the 413s.
+    # Added innermost first: the access log sees every answer, CORS headers reach the 413s
+    # and 401s (and CORS answers preflights, which carry no key).
     app.add_middleware(
         UploadGuardMiddleware,
         max_bytes=settings.max_upload_bytes,
         body_timeout_s=settings.body_timeout_s,
         budget=UploadBudget(settings.max_pending_upload_bytes, app_metrics.upload_bytes_held.set),
     )
+    if api_keys is not None:  # outside the upload guard: no body is read without a key
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys, public_metrics=settings.public_metrics)
     if settings.cors_enable or settings.cors_origins:
         _add_cors(app, settings)
     app.add_middleware(

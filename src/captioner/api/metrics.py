@@ -26,6 +26,7 @@ REJECTION_REASONS = (
     "deadline_exceeded",
     "not_found",
     "method_not_allowed",
+    "unauthorized",
     "internal_error",
 )
 

@@ -8,7 +8,9 @@ FastAPI writes the document from the routes; this module corrects what it cannot
   settings, so FastAPI sees neither bound);
 - the ``image`` parts: how many a batch may hold, and the size limits in words (JSON
   Schema cannot bound a file's bytes or pixels);
-- any route may fail with 500 (an unexpected error, answered in the same error shape).
+- any route may fail with 500 (an unexpected error, answered in the same error shape);
+- with API keys on (``api_keys_file``), the bearer scheme, and 401 on every route that
+  needs a key (nothing about keys otherwise, so MAX's clients see the document they know).
 
 A schema-driven client (schemathesis in the tests) then never has a schema-valid request
 refused.
@@ -20,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from captioner.api.auth import BEARER_SCHEME, needs_key
 from captioner.api.deps import search_bounds
 from captioner.config import Settings
 
@@ -39,6 +42,11 @@ IMAGE_MEDIA_TYPES = (
 JSON = dict[str, Any]
 
 _MULTIPART = "multipart/form-data"
+_UNAUTHORIZED = {
+    "description": "No API key, or not one of the server's.",
+    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
 _INTERNAL_ERROR = {
     "description": "An unexpected error; the body gives no details.",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
@@ -53,6 +61,8 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         if app.openapi_schema is None:
             document = build()
             _correct(document, settings)
+            if settings.api_keys_file is not None:
+                _require_keys(document, public_metrics=settings.public_metrics)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -82,6 +92,22 @@ def _correct(document: JSON, settings: Settings) -> None:
             if form is not None:
                 _describe_images(_resolve(form["schema"], schemas), settings)
                 form["encoding"] = {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}
+
+
+def _require_keys(document: JSON, *, public_metrics: bool) -> None:
+    """Declare the bearer scheme, and put it (and its 401) on each route that needs a key."""
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "One of the server's API keys (its `api_keys_file`).",
+    }
+    for path, operations in document.get("paths", {}).items():
+        if not needs_key(path, public_metrics=public_metrics):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{BEARER_SCHEME: []}]
+            operation.setdefault("responses", {})["401"] = _UNAUTHORIZED
 
 
 def _describe_images(body: JSON, settings: Settings) -> None:

@@ -16,30 +16,41 @@ one timer per connection, on where the client is in its current request:
   at ``body_timeout_s`` itself while it reads the body; this timer reclaims the
   connections nobody reads from (a body sent after its answer, to a route that ignores it).
 
-A connection beyond ``max_connections`` gets 503 and is closed before anything is read.
+A connection beyond ``max_connections`` gets 503 and is closed before anything is read, and
+a request's line and headers get 400 once more than ``max_header_bytes`` of them is
+buffered without their end (h11's own bound, set from the settings rather than left at
+h11's default).
 
 The limits reach the protocol through the app's lifespan state (:data:`LIMITS_KEY`), which
 uvicorn hands to every connection, so the same class works under ``captioner serve`` and
 ``uvicorn --factory captioner.api.app:create_app --http
 captioner.api.protocol:GuardedH11Protocol``. Serving another app, it is plain h11.
+
+The class reads uvicorn internals (the connection's ``conn``, ``cycle``, ``transport``;
+the cycle's ``disconnected``, ``message_event``, ``response_complete``): :func:`guarded_protocol`
+checks they are there before ``captioner serve`` uses it (see :mod:`captioner.api.internals`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from captioner.api.errors import error_body
+from captioner.api.internals import Needs, missing
 
-__all__ = ["LIMITS_KEY", "ConnectionLimits", "GuardedH11Protocol"]
+__all__ = ["LIMITS_KEY", "NEEDS", "ConnectionLimits", "GuardedH11Protocol", "guarded_protocol"]
+
+logger = logging.getLogger(__name__)
 
 LIMITS_KEY = "captioner.connection_limits"
 
@@ -55,6 +66,8 @@ class ConnectionLimits:
         header_timeout_s: Time for a request's line and headers.
         body_timeout_s: Time for a request's body, once its headers are in.
         max_connections: Most open connections.
+        max_header_bytes: Most bytes of a request's line and headers buffered before
+            their end.
         dropped: Called with the reason ("header_timeout", "body_timeout",
             "connection_limit") for each connection the server cuts off.
         open_changed: Called with the number of open connections when it changes.
@@ -63,6 +76,7 @@ class ConnectionLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    max_header_bytes: int
     dropped: Callable[[str], None]
     open_changed: Callable[[int], None]
 
@@ -89,6 +103,10 @@ class GuardedH11Protocol(H11Protocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits: ConnectionLimits | None = app_state.get(LIMITS_KEY)
+        if self._limits is not None:  # nothing has been read yet: replace h11's default
+            self.conn = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes
+            )
         self._timer: asyncio.TimerHandle | None = None
         self._phase: str | None = None  # "headers" or "body": what the timer is for
         self._answered = False  # a response was sent on this connection
@@ -175,3 +193,32 @@ class GuardedH11Protocol(H11Protocol):
                 self.cycle.disconnected = True  # the app's receive() now says so
                 self.cycle.message_event.set()
         self.transport.close()
+
+
+# What GuardedH11Protocol uses of uvicorn beyond its public API.
+NEEDS = (
+    Needs(
+        H11Protocol,
+        methods=("connection_made", "connection_lost", "data_received", "on_response_complete"),
+        attributes=("conn", "cycle", "transport", "loop", "connections"),
+        parameters=("config", "server_state", "app_state", "_loop"),
+    ),
+    Needs(RequestResponseCycle, attributes=("disconnected", "message_event", "response_complete")),
+)
+
+
+def guarded_protocol() -> type[H11Protocol]:
+    """:class:`GuardedH11Protocol`, or uvicorn's plain one (with a warning) if the installed
+    uvicorn lacks an internal it needs: a server without these limits, said out loud, rather
+    than one whose limits silently do nothing."""
+    absent = missing(NEEDS)
+    if not absent:
+        return GuardedH11Protocol
+    logger.warning(
+        "this uvicorn lacks %s, which the connection guard needs: serving with uvicorn's plain "
+        "h11 protocol, so header_timeout_s and max_connections do not hold (max_header_bytes, "
+        "body_timeout_s and the upload limits still do); install a uvicorn that "
+        "pyproject.toml allows",
+        ", ".join(absent),
+    )
+    return H11Protocol

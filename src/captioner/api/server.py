@@ -3,16 +3,22 @@
 Plain uvicorn closes the listening socket at once on SIGTERM. Here the first signal only
 starts a drain: readiness turns 503 (a load balancer stops sending), new caption requests
 get 503, admitted ones finish (up to ``drain_timeout_s``); then uvicorn shuts down as
-usual. A second signal shuts down at once.
+usual, cutting off after ``shutdown_timeout_s`` what is still open (a stalled upload), so
+a stop never takes longer than the two together. A second signal shuts down at once.
 
 Connections are served by :class:`~captioner.api.protocol.GuardedH11Protocol`: deadlines
 for slow requests and a cap on open connections.
+
+Both build on uvicorn internals (``Server.on_tick``, ``handle_exit``, ``should_exit``); if
+the installed uvicorn lacks one, the server says so and runs as plain uvicorn (whose
+lifespan shutdown still drains) rather than crash or silently skip the drain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 from types import FrameType
@@ -20,13 +26,14 @@ from types import FrameType
 import uvicorn
 
 from captioner.api.app import create_app
+from captioner.api.internals import Needs, missing
 from captioner.api.logs import configure_logging
-from captioner.api.protocol import GuardedH11Protocol
+from captioner.api.protocol import guarded_protocol
 from captioner.api.service import ModelService, ModelState
 from captioner.config import Settings
 from captioner.errors import StartupError
 
-__all__ = ["open_listener", "serve"]
+__all__ = ["NEEDS", "open_listener", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,31 @@ class _DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+# What _DrainingServer uses of uvicorn beyond its public API.
+NEEDS = (
+    Needs(
+        uvicorn.Server,
+        methods=("handle_exit", "on_tick"),
+        attributes=("should_exit",),
+        parameters=("config",),
+    ),
+)
+
+
+def _server(config: uvicorn.Config, service: ModelService) -> uvicorn.Server:
+    """The draining server, or plain uvicorn (with a warning) if uvicorn lacks what it needs."""
+    absent = missing(NEEDS)
+    if not absent:
+        return _DrainingServer(config, service)
+    logger.warning(
+        "this uvicorn lacks %s, which the drain on SIGTERM needs: readiness stays up until "
+        "uvicorn stops listening (admitted requests still finish, in the lifespan's "
+        "shutdown); install a uvicorn that pyproject.toml allows",
+        ", ".join(absent),
+    )
+    return uvicorn.Server(config)
+
+
 def open_listener(host: str, port: int) -> socket.socket:
     """Bind and listen on ``host:port`` now, so a taken port is reported before any model work.
 
@@ -87,6 +119,20 @@ def open_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
+def _reach(host: str, settings: Settings) -> str:
+    """Who can use the server, for the start line: the address's reach, and keys or none."""
+    where = ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an IPv6 address with a scope
+        loopback = False
+    if loopback:
+        where = ", from this machine only (--host 0.0.0.0 serves other machines)"
+    if settings.api_keys_file is None:
+        return f"{where}, no API key needed (--api-key-file requires one)"
+    return f"{where}, API keys required (from {settings.api_keys_file})"
+
+
 def serve(settings: Settings, listener: socket.socket | None = None) -> None:
     """Serve the caption API on ``listener`` (default: ``settings.host:settings.port``).
 
@@ -106,20 +152,23 @@ def serve(settings: Settings, listener: socket.socket | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # the app logs one richer line per request
-        http=GuardedH11Protocol,
+        http=guarded_protocol(),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         lifespan="on",
-        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+        # After the drain: a stop takes at most drain_timeout_s + shutdown_timeout_s.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     service: ModelService = app.state.service
     host, port = listener.getsockname()[:2]
     logger.info(
-        "listening on http://%s:%d (the web page at /, the API documentation at /docs); "
+        "listening on http://%s:%d (the web page at /, the API documentation at /docs)%s; "
         "the model loads in the background, /v2/health/ready says when it is ready",
         f"[{host}]" if ":" in host else host,
         port,
+        _reach(host, settings),
     )
-    _DrainingServer(config, service).run(sockets=[listener])
+    _server(config, service).run(sockets=[listener])
     if service.load_error is not None:
         # The service has logged the whole reason (with the ways out) once already.
         raise StartupError("the model could not be loaded (the reason is above)") from (
