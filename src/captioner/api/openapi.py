@@ -8,7 +8,8 @@ FastAPI writes the document from the routes; this module corrects what it cannot
   settings, so FastAPI sees neither bound);
 - the ``image`` parts: how many a batch may hold, and the size limits in words (JSON
   Schema cannot bound a file's bytes or pixels);
-- any route may fail with 500 (an unexpected error, answered in the same error shape).
+- any route may fail with 500 (an unexpected error, answered in the same error shape);
+- every answer carries ``X-Request-ID`` (``api/middleware.py``).
 
 A schema-driven client (schemathesis in the tests) then never has a schema-valid request
 refused.
@@ -39,6 +40,13 @@ IMAGE_MEDIA_TYPES = (
 JSON = dict[str, Any]
 
 _MULTIPART = "multipart/form-data"
+_REQUEST_ID = {
+    "description": (
+        "The request's id: the request's own X-Request-ID when it is 1 to 128 letters, "
+        "digits or ._:@/+=- characters, else a new one. The access log line has it too."
+    ),
+    "schema": {"type": "string"},
+}
 _INTERNAL_ERROR = {
     "description": "An unexpected error; the body gives no details.",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
@@ -68,7 +76,9 @@ def _correct(document: JSON, settings: Settings) -> None:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            responses.setdefault("500", _INTERNAL_ERROR)
+            responses.setdefault("500", dict(_INTERNAL_ERROR))
+            for response in responses.values():  # new dicts: some are shared constants
+                response["headers"] = {**response.get("headers", {}), "X-Request-ID": _REQUEST_ID}
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["name"] in bounds:
                     default, upper = bounds[parameter["name"]]
