@@ -5,6 +5,8 @@
 - Only ``captioner.config`` reads the environment; ``captioner.tf_runtime`` only sets
   TensorFlow's own log variable before TensorFlow reads it.
 - Importing the CLI or the app does not load TensorFlow (fast ``--help``, light API tests).
+- ``captioner.client`` (the client of servers) uses only the light records and errors of
+  the package: no TensorFlow, no NumPy, no server code.
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ def test_import_boundaries(path: Path) -> None:
         assert not web, f"{name} is below the HTTP/CLI layer but imports {web}"
 
 
+CLIENT_MAY_IMPORT = ("captioner.client", "captioner.results", "captioner.errors")
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if _module_name(p).startswith("captioner.client")], ids=_module_name
+)
+def test_the_client_stands_on_the_light_modules_only(path: Path) -> None:
+    imports = _imports(path)
+    ours = {i for i in imports if _top(i) == "captioner"}
+    assert all(i.startswith(CLIENT_MAY_IMPORT) for i in ours), ours
+    assert not {_top(i) for i in imports} & {"tensorflow", "numpy", "PIL", *WEB}
+
+
 # The one write allowed outside config: TensorFlow's own variable, before TensorFlow reads it.
 TF_LOG_VARIABLE = 'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL"'
 
@@ -74,6 +89,7 @@ def test_only_config_reads_the_environment(path: Path) -> None:
         "captioner.cli",
         "captioner.api.app",
         "captioner",
+        "captioner.client",
         "captioner.collection",
         "captioner.outputs",
     ],

@@ -3,6 +3,8 @@
 - No module unpickles, evaluates code, starts a process or extracts an archive blindly.
 - Request handling has no network client: only the model download fetches (``transfer``,
   used by ``download``), and the server reaches it only to load the model at start-up.
+  The other network client, ``captioner.client`` (for talking to a server), is imported by
+  nothing but the command line.
 - No input of the HTTP API is a string the server could act on (a URL, a path).
 - The limits table lists the settings' real defaults.
 
@@ -37,6 +39,9 @@ NETWORK_MODULES = {
 CONNECT_CALLS = ("create_connection", ".connect", ".connect_ex")
 # The one module that talks to the network (the model download), and the one that uses it.
 CLIENT = "captioner.transfer"
+# The client of captioner servers: its own package, and who may import it.
+SERVER_CLIENT = "captioner.client"
+SERVER_CLIENT_USERS = {"captioner.cli"}
 FETCHERS = {CLIENT, "captioner.download"}
 # Where the fetchers are imported inside a function, by module and function: only the
 # model's loaders. Request handling (routes, service, batcher, engine calls) is not here.
@@ -155,8 +160,25 @@ def test_only_the_model_download_opens_connections(path: Path) -> None:
     uses = network_uses(path.read_text())
     if _name(path) == CLIENT:
         assert uses, "the check must see the download client's own network use"
-    else:
+    elif _name(path) == f"{SERVER_CLIENT}.async_client":
+        assert uses == {"httpx"}, "the check must see the server client's network use"
+    elif not _name(path).startswith(f"{SERVER_CLIENT}."):
         assert uses == set(), f"{_name(path)} uses the network"
+
+
+def test_only_the_command_line_imports_the_client_of_servers() -> None:
+    importers = set()
+    for path in MODULES:
+        name = _name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            if any(m == SERVER_CLIENT or m.startswith(f"{SERVER_CLIENT}.") for m in modules):
+                importers.add(name)
+    outside = {n for n in importers if not n.startswith(f"{SERVER_CLIENT}.")}
+    assert outside <= SERVER_CLIENT_USERS
 
 
 def test_request_handling_cannot_reach_the_download() -> None:

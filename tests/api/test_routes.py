@@ -441,12 +441,15 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
     for operations in paths.values():
         for operation in operations.values():
             assert "500" in operation["responses"] and "422" not in operation["responses"]
+            for response in operation["responses"].values():
+                assert response["headers"]["X-Request-ID"]["schema"] == {"type": "string"}
     # The Swagger 2.0 document is derived from it: same bounds, still valid.
     validate(swagger)
     parameters = {p["name"]: p for p in swagger["paths"]["/model/predict"]["post"]["parameters"]}
     assert (parameters["beam_size"]["minimum"], parameters["beam_size"]["maximum"]) == (1, 7)
     retry = swagger["paths"]["/model/predict"]["post"]["responses"]["503"]["headers"]
     assert retry["Retry-After"]["type"] == "integer"
+    assert retry["X-Request-ID"]["type"] == "string"
 
 
 async def test_metrics_label_every_served_route_and_only_those(
@@ -611,6 +614,47 @@ async def test_one_structured_access_line_per_request(
     assert ok["method"] == "POST" and ok["latency_ms"] >= 0
     assert refused["status"] == 405 and refused["reason"] == "method_not_allowed"
     assert "batch_size" not in refused
+
+
+# --- request ids ----------------------------------------------------------------------------
+
+
+async def test_every_answer_carries_a_request_id_which_the_access_line_has(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeEngine(fail_with=RuntimeError("boom"))
+    settings = make_settings(tmp_path, max_upload_bytes=1000)
+    image = {"image": ("a.png", png_bytes("red"), "image/png")}
+    with caplog.at_level(logging.INFO, logger="captioner.access"):
+        async with serving(create_app(settings, engine=fake)) as client:
+            answers = [
+                await client.get("/model/metadata"),  # 200
+                await client.get("/model/nothing"),  # 404 from the router
+                await client.post("/model/predict", content=b"x" * 2000),  # 413 from the guard
+                await client.post("/model/predict", files=image),  # 500: the engine raises
+            ]
+    assert [a.status_code for a in answers] == [200, 404, 413, 500]
+    assert answers[3].json() == {"status": "error", "message": "Internal Server Error"}
+    ids = [a.headers["x-request-id"] for a in answers]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and len(set(ids)) == 4
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "captioner.access"]
+    assert [line["request_id"] for line in lines] == ids
+    assert lines[3]["status"] == 500 and lines[3]["reason"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [("trace-1:abc/DEF+42=_.@", True), ("a" * 128, True), ("a" * 129, False),
+     ("has space", False), ('quo"te', False), ("", False)],
+)  # fmt: skip
+async def test_a_well_formed_incoming_request_id_is_echoed(
+    client: httpx.AsyncClient, sent: str, echoed: bool
+) -> None:
+    response = await client.get("/v2/health/live", headers={"X-Request-ID": sent})
+    answered = response.headers["x-request-id"]
+    assert (answered == sent) is echoed
+    if not echoed:
+        assert len(answered) == 32
 
 
 async def test_factory_without_arguments_reads_the_environment(

@@ -212,8 +212,11 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], port: int | None = N
     """Run each command line of ``block`` (a Python block as one program); returns what the
     last one printed."""
     if block.lang == "python":
+        code = block.text
+        if port is not None:
+            code = code.replace("localhost:5000", f"127.0.0.1:{port}")
         done = subprocess.run(
-            [sys.executable, "-c", block.text],
+            [sys.executable, "-c", code],
             cwd=cwd,
             env=env,
             capture_output=True,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -91,3 +93,30 @@ def wait_until_ready(
             pass
         assert time.monotonic() < deadline, "the server never became ready"
         time.sleep(0.2)
+
+
+@contextmanager
+def demo_server(log_path: Path, *options: str, timeout_s: float = 180) -> Iterator[str]:
+    """``captioner serve --model demo`` as a process on a free 127.0.0.1 port, its output in
+    ``log_path``, with ``options`` added; yields its base URL once ready, stops it after."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
+    command = [
+        sys.executable, "-m", "captioner", "serve", "--model", "demo", "--offline",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--model-dir", str(log_path.parent / "unused"),
+        *options,
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(process, base, timeout_s, log_path.read_text)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,12 +20,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from captioner.api.errors import error_body
+from captioner.api.errors import INTERNAL_ERROR, error_body
 from captioner.api.metrics import Metrics
 
-__all__ = ["AccessLogMiddleware", "UploadBudget", "UploadGuardMiddleware"]
+__all__ = ["REQUEST_ID_HEADER", "AccessLogMiddleware", "UploadBudget", "UploadGuardMiddleware"]
 
 access_logger = logging.getLogger("captioner.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An incoming id is echoed only if it is this plain (no spaces, quotes or control characters
+# to spoil a log line or a header); any other gets a fresh one.
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 # Uploads are released as their requests are answered, a second or a few under load.
 _BUDGET_RETRY_AFTER_S = 2
@@ -182,10 +189,12 @@ class UploadGuardMiddleware:
 
 
 class AccessLogMiddleware:
-    """One structured log line and one metrics sample per HTTP request.
+    """One structured log line, one metrics sample and one request id per HTTP request.
 
     The line is JSON: method, path, route template, status, latency in ms, the batch size
-    the request's captions ran in (when it had any), the rejection reason (for errors).
+    the request's captions ran in (when it had any), the rejection reason (for errors), the
+    request id. The id is the request's own ``X-Request-ID`` when well formed, else a new
+    one; every answer carries it back in ``X-Request-ID`` (and ``scope["state"]`` holds it).
 
     The route label is the template of the route that served the request: FastAPI's routes
     name themselves when they run; a request answered before routing (a 413 from the
@@ -205,17 +214,26 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = _request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        scope.setdefault("state", {})["request_id"] = request_id
         request_scope = dict(scope)  # the router rewrites some keys of the one it is given
         status = 500  # if the app raises before answering, the server answers 500
+        answered = False
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
+                header = (REQUEST_ID_HEADER.lower().encode(), request_id.encode())
+                message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
         try:
             await self.app(scope, receive, recording_send)
+        except Exception:
+            if not answered:  # the same 500 Starlette's outer handler gives, with the id
+                await JSONResponse(error_body(INTERNAL_ERROR), 500)(scope, receive, recording_send)
+            raise  # still logged by the server, with its traceback
         finally:
             route = self._route_label(scope, request_scope)
             self._record(scope, route, status, time.perf_counter() - started)
@@ -251,5 +269,13 @@ class AccessLogMiddleware:
             "batch_size": state.get("batch_size"),
             "reason": reason,
             "client": (scope.get("client") or ("-",))[0],
+            "request_id": state.get("request_id"),
         }
         access_logger.info(json.dumps({k: v for k, v in record.items() if v is not None}))
+
+
+def _request_id(incoming: str | None) -> str:
+    """The client's id when it is well formed, else a new random one (32 hex digits)."""
+    if incoming is not None and _WELL_FORMED_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex

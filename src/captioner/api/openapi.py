@@ -11,6 +11,7 @@ FastAPI writes the document from the routes; this module corrects what it cannot
 - any route may fail with 500 (an unexpected error, answered in the same error shape);
 - with API keys on (``api_keys_file``), the bearer scheme, and 401 on every route that
   needs a key (nothing about keys otherwise, so MAX's clients see the document they know).
+- every answer carries ``X-Request-ID`` (``api/middleware.py``).
 
 A schema-driven client (schemathesis in the tests) then never has a schema-valid request
 refused.
@@ -47,6 +48,13 @@ _UNAUTHORIZED = {
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
 }
+_REQUEST_ID = {
+    "description": (
+        "The request's id: the request's own X-Request-ID when it is 1 to 128 letters, "
+        "digits or ._:@/+=- characters, else a new one. The access log line has it too."
+    ),
+    "schema": {"type": "string"},
+}
 _INTERNAL_ERROR = {
     "description": "An unexpected error; the body gives no details.",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
@@ -78,7 +86,9 @@ def _correct(document: JSON, settings: Settings) -> None:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            responses.setdefault("500", _INTERNAL_ERROR)
+            responses.setdefault("500", dict(_INTERNAL_ERROR))
+            for response in responses.values():  # new dicts: some are shared constants
+                response["headers"] = {**response.get("headers", {}), "X-Request-ID": _REQUEST_ID}
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["name"] in bounds:
                     default, upper = bounds[parameter["name"]]
