@@ -5,8 +5,9 @@ Writes N 640x480 JPEGs (default 1,000) and a full-size checkpoint of the origina
 with seeded random values (the real weights are not downloadable here; the cost is the
 same), then measures, on the same images:
 
-- in process: one engine with every core, batches of ``--batch-size`` read from the folder
-  and captioned in turn, in a child process; images/s from the model loaded to the last
+- in process: one engine with every core, the collection path (``pipeline.caption_stream``:
+  batches of ``--batch-size`` read and decoded ahead while the engine runs), in a child
+  process; images/s from the model loaded to the last
   caption (``inprocess``), and the same with the engine's threads limited to
   ``--cpus-per-actor`` (``per_actor``: what one actor can do, the scaling model's unit);
 - on Ray: ``run_job`` on a local Ray instance, the folder to Parquet files, end to end
@@ -50,15 +51,13 @@ def caption_in_process(settings: Settings, paths: list[Path], batch_size: int) -
 
     Runs in a child process: this one stays free of TensorFlow for the Ray driver.
     """
-    from captioner.distributed.actor import caption_batch
-    from captioner.engine import Captioner
+    from captioner.loading import load_engine
+    from captioner.pipeline import caption_stream
 
     started = time.perf_counter()
-    engine = Captioner.from_settings(settings, progress="off")
-    for start in range(0, len(paths), batch_size):
-        batch = [(str(p), p.read_bytes()) for p in paths[start : start + batch_size]]
-        caption_batch(engine, batch)
-    return len(paths) / (time.perf_counter() - started)
+    engine = load_engine(settings, progress="off")
+    done = sum(1 for _ in caption_stream(engine, paths, batch_size=batch_size))
+    return done / (time.perf_counter() - started)
 
 
 def in_child(settings: Settings, paths: list[Path], batch_size: int) -> float:

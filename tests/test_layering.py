@@ -68,7 +68,16 @@ def test_only_config_reads_the_environment(path: Path) -> None:
     assert "os.environ" not in source and "getenv(" not in source
 
 
-@pytest.mark.parametrize("module", ["captioner.cli", "captioner.api.app", "captioner"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "captioner.cli",
+        "captioner.api.app",
+        "captioner",
+        "captioner.collection",
+        "captioner.outputs",
+    ],
+)
 def test_light_imports_do_not_load_tensorflow(module: str) -> None:
     code = f"import sys, {module}; print('tensorflow' in sys.modules)"
     result = subprocess.run(

@@ -42,7 +42,7 @@ FETCHERS = {CLIENT, "captioner.download"}
 # model's loaders. Request handling (routes, service, batcher, engine calls) is not here.
 FETCHING_FUNCTIONS = {
     ("captioner.cli", "download"),  # captioner download
-    ("captioner.engine", "from_settings"),  # loading the model: CLI, and the server at start
+    ("captioner.loading", "load_engine"),  # loading the model: CLI, and the server at start
 }
 
 

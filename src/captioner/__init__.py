@@ -1,9 +1,11 @@
 """captioner: a fast, faithful, MAX-compatible server for the Show and Tell (im2txt) model.
 
-The public API is small: :class:`Captioner` (load a checkpoint, caption image bytes),
-:class:`Caption` (one ranked caption), :class:`Settings`, and the error tree in
-:mod:`captioner.errors`. TensorFlow is imported only when a :class:`Captioner` is
-first touched, so ``captioner --help`` and the HTTP layer stay light.
+The public API is small: :func:`load_engine` (the model that :class:`Settings` name) or
+:class:`Captioner` (a checkpoint and vocabulary you name), :func:`caption_batch` and
+:func:`caption_stream` (images in, one :class:`ImageResult` each, a bad image failing
+alone), :class:`Caption` (one ranked caption), and the error tree in
+:mod:`captioner.errors`. TensorFlow is imported only when a model is first loaded, so
+``captioner --help``, the HTTP layer and the client stay light.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from captioner.errors import (
     DownloadError,
     InvalidImageError,
     InvalidRequestError,
+    MetadataToolError,
     ModelNotReadyError,
     OfflineError,
     OverloadedError,
@@ -32,7 +35,9 @@ from captioner.errors import (
 if TYPE_CHECKING:
     from captioner.config import Settings
     from captioner.engine import Captioner
-    from captioner.results import Caption
+    from captioner.loading import load_engine
+    from captioner.pipeline import caption_batch, caption_stream
+    from captioner.results import Caption, ImageResult
 
 __all__ = [
     "AssetError",
@@ -45,8 +50,10 @@ __all__ = [
     "DatasetError",
     "DeadlineExceededError",
     "DownloadError",
+    "ImageResult",
     "InvalidImageError",
     "InvalidRequestError",
+    "MetadataToolError",
     "ModelNotReadyError",
     "OfflineError",
     "OverloadedError",
@@ -54,6 +61,9 @@ __all__ = [
     "StartupError",
     "UnsafeArchiveError",
     "VocabularyError",
+    "caption_batch",
+    "caption_stream",
+    "load_engine",
 ]
 
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
@@ -61,7 +71,11 @@ __version__ = "0.1.0"  # the one place the version is written (pyproject.toml re
 _LAZY = {
     "Caption": "captioner.results",
     "Captioner": "captioner.engine",
+    "ImageResult": "captioner.results",
     "Settings": "captioner.config",
+    "caption_batch": "captioner.pipeline",
+    "caption_stream": "captioner.pipeline",
+    "load_engine": "captioner.loading",
 }
 
 

@@ -66,6 +66,10 @@ class Engine(Protocol):
         """Trace and run the graphs before the first request."""
         ...
 
+    def check_parameters(self, beam_size: int, max_length: int) -> None:
+        """Raise ``InvalidRequestError`` for search parameters no call could use."""
+        ...
+
 
 class BatchObserver(Protocol):
     """Receives the batcher's measurements (the metrics module implements it)."""

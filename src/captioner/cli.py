@@ -8,11 +8,15 @@ Heavy modules (TensorFlow, the server) are imported inside each command so that
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,9 +29,11 @@ from captioner.training.config import TrainingConfig
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
+    from captioner.collection import Summary
     from captioner.config import Settings
     from captioner.engine import Captioner
-    from captioner.results import Caption
+    from captioner.outputs import OnExisting
+    from captioner.pipeline import ImageSource
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 PRECISIONS = click.Choice(["fp32", "bf16", "auto"])
@@ -135,11 +141,11 @@ def _model_options(func: F) -> F:
 
 def _load_model(**options: Any) -> Captioner:
     """The model the options (and the environment) name, downloaded first if missing."""
-    from captioner.engine import Captioner
+    from captioner.loading import load_engine
 
     settings = _settings(**options)
     _show_package_logs(settings.log_level)
-    return Captioner.from_settings(settings)
+    return load_engine(settings)
 
 
 def _show_package_logs(level: str) -> None:
@@ -159,81 +165,152 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1)
+@click.option(
+    "--from-list",
+    "from_list",
+    metavar="FILE",
+    help="Also caption the paths in FILE, one a line ('-': standard input).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the results to this file as they come: .jsonl, .csv or .parquet. "
+    "[default: print them]",
+)
+@click.option(
+    "--resume", is_flag=True, help="Finish the run that --output records: skip its images."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
 @_model_options
 @click.option(
     "--batch-size",
+    "-b",
     type=click.IntRange(1, 256),
     default=8,
     show_default=True,
-    help="Images per engine call.",
+    help="Images per engine call (and per write).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Without --output: one JSON object per image per line."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @_reports_errors
 def caption(
-    images: tuple[Path, ...],
+    images: tuple[str, ...],
+    from_list: str | None,
+    output: Path | None,
+    resume: bool,
+    overwrite: bool,
     beam_size: int,
     max_length: int,
     batch_size: int,
     as_json: bool,
+    quiet: bool,
     **model: Any,
 ) -> None:
-    """Caption IMAGE files (JPEG, PNG, GIF, BMP, WebP, TIFF).
+    """Caption IMAGES: files, directories (walked, images found by content) and quoted
+    patterns such as 'photos/**/*.jpg'.
 
-    A file that cannot be read or decoded is reported for itself; the others are still
-    captioned, and the exit status is 1 at the end.
+    A file that cannot be read or decoded gets an error of its own; the others are still
+    captioned. With --output, each batch is written and made durable as it is captioned,
+    so a run that is killed loses nothing: rerun it with --resume. Ctrl-C stops after the
+    batch in flight. Exit status: 0 when every image was captioned, 1 when some failed,
+    2 for a usage error.
     """
-    import numpy as np
+    from captioner.collection import Progress, Summary, run_collection, skip_recorded
+    from captioner.outputs import (
+        ExistingOutputError,
+        Recorded,
+        ResultWriter,
+        StdoutWriter,
+        open_output,
+    )
+    from captioner.pipeline import caption_batches
+    from captioner.sources import iter_sources, read_list
 
+    if not images and from_list is None:
+        raise click.UsageError("name images, directories or patterns, or give --from-list FILE")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    if (resume or overwrite) and output is None:
+        raise click.UsageError("--resume and --overwrite go with --output")
+
+    def listing() -> Iterator[ImageSource]:
+        lines = read_list(from_list) if from_list is not None else iter(())
+        return iter_sources(itertools.chain(images, lines))
+
+    writer: ResultWriter
+    if output is None:
+        writer, recorded = StdoutWriter(as_json), Recorded()
+    else:
+        on_existing: OnExisting = "resume" if resume else "overwrite" if overwrite else "refuse"
+        try:
+            writer, recorded = open_output(output, on_existing)
+        except ExistingOutputError as exc:
+            raise click.UsageError(str(exc)) from exc
+    summary = Summary()
+    show = not quiet and sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
+    countable = from_list != "-"
     engine = _load_model(**model)
-    failed = False
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        outcomes: list[np.ndarray | str] = []  # per image, in order: pixels or an error message
-        for path in chunk:
-            try:
-                outcomes.append(engine.preprocess(path.read_bytes()))
-            except OSError as exc:
-                outcomes.append(exc.strerror or str(exc))
-            except CaptionerError as exc:
-                outcomes.append(str(exc))
-        good = [o for o in outcomes if not isinstance(o, str)]
-        results = iter(engine.caption_arrays(np.stack(good), beam_size, max_length) if good else [])
-        for path, outcome in zip(chunk, outcomes, strict=True):
-            if isinstance(outcome, str):
-                failed = True
-                _print_error(str(path), outcome, as_json)
-            else:
-                _print_captions(str(path), next(results), as_json)
-    if failed:
+    with _stop_on_interrupt() as interrupted:
+        progress = Progress(
+            enabled=show,
+            count=(lambda: sum(s.name not in recorded.sources for s in listing()))
+            if countable
+            else None,
+        )
+        batches = caption_batches(
+            engine,
+            skip_recorded(listing(), recorded, summary),
+            beam_size=beam_size,
+            max_length=max_length,
+            batch_size=batch_size,
+        )
+        run_collection(batches, writer, summary, progress=progress, should_stop=interrupted.is_set)
+    _finish(summary, output, quiet)
+
+
+def _finish(summary: Summary, output: Path | None, quiet: bool) -> None:
+    """The summary line, the way to resume after an interrupt, and the exit status.
+
+    Printing to standard output with no terminal to read a summary, the command stays as
+    quiet as it always was: only the results."""
+    if not quiet and (output is not None or sys.stderr.isatty()):
+        click.echo(summary.line(), err=True)
+    if summary.interrupted:
+        if output is not None:
+            click.echo(
+                f"interrupted: to finish, run the same command with --resume ({output} "
+                "keeps what was written)",
+                err=True,
+            )
+        sys.exit(130)
+    if not summary.all_captioned:
         sys.exit(1)
 
 
-def _print_captions(image: str, captions: list[Caption], as_json: bool) -> None:
-    """One image's captions: a JSON line, or a readable ranked list."""
-    if as_json:
-        predictions = [
-            {
-                "index": str(rank),
-                "caption": c.text,
-                "probability": c.probability,
-                "logprob": c.logprob,
-            }
-            for rank, c in enumerate(captions)
-        ]
-        click.echo(json.dumps({"image": image, "predictions": predictions}))
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the event (the run stops after the batch in flight, written);
+    a second one interrupts at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
         return
-    click.echo(image)
-    for rank, c in enumerate(captions, start=1):
-        click.echo(f"  {rank}. p={c.probability:.6g}  logprob={c.logprob:.4f}  {c.text}")
 
+    def on_interrupt(signum: int, frame: object) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        click.echo("\nstopping after the batch in flight (Ctrl-C again to stop at once)", err=True)
 
-def _print_error(image: str, message: str, as_json: bool) -> None:
-    """A per-image failure: on stdout as JSON (one line per image), else on stderr."""
-    if as_json:
-        click.echo(json.dumps({"image": image, "error": message}))
-    else:
-        click.echo(f"{image}: error: {message}", err=True)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @cli.command()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,14 +38,12 @@ from captioner.precision import (
 )
 from captioner.preprocessing import IMAGE_SIZE, PixelBudget, preprocess_image
 from captioner.results import Caption
-from captioner.tf_runtime import configure_threads, import_tensorflow
+from captioner.tf_runtime import configure_threads
 from captioner.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from tensorflow import Tensor
 
-    from captioner.config import Settings
-    from captioner.transfer import ProgressMode
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "Calibrate", "Caption", "Captioner", "ModelInfo"]
 
@@ -76,10 +74,13 @@ class ModelInfo:
 
 
 class Captioner:
-    """A loaded im2txt model. Build with :meth:`load`.
+    """A loaded im2txt model. Build with :meth:`load` (or, from settings,
+    :func:`captioner.loading.load_engine`).
 
-    ``preprocess`` is safe from any thread; ``caption_arrays``/``caption`` are meant for one
-    worker thread at a time (the server's batcher owns that thread).
+    ``preprocess`` is safe from any thread; ``caption_arrays`` is meant for one worker
+    thread at a time (the server's batcher, or a collection's caller, owns that thread).
+    To caption image bytes or files, with each bad image failing alone, use
+    :mod:`captioner.pipeline`.
 
     Attributes:
         precision: what the model computes in, ``"fp32"`` or ``"bf16"``.
@@ -142,45 +143,6 @@ class Captioner:
             global_step=weights.global_step,
             is_bundled_demo=Path(checkpoint).resolve().is_relative_to(DEMO_MODEL_DIR),
             precision=self.precision,
-        )
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, download: bool = True, progress: ProgressMode = "auto"
-    ) -> Captioner:
-        """Load the model ``settings`` names: the one way every command and the server do it.
-
-        TensorFlow is imported quietly (unless ``settings.log_level`` is ``debug``) and its
-        thread pools sized first; the pretrained model is downloaded if it is missing,
-        unless ``settings.offline`` is set or ``download`` is False. The precision is
-        ``settings.precision``, calibrated (bf16, auto) at ``settings.max_batch_size``.
-
-        Args:
-            settings: ``model``, ``model_dir``, ``checkpoint``, ``vocab``, ``offline``, the
-                download settings, ``max_image_pixels``, ``max_decoding_pixels``, thread,
-                log and precision settings.
-            download: fetch a missing pretrained model.
-            progress: how a download reports progress.
-
-        Raises:
-            AssetError: no model, and none could be downloaded; the message lists the ways out.
-            CheckpointError, VocabularyError: naming the file and the problem.
-        """
-        from captioner.download import ensure_model
-
-        import_tensorflow(settings.log_level)
-        files = ensure_model(settings, download=download, progress=progress)
-        name = "demo" if settings.model == "demo" and settings.checkpoint is None else None
-        return cls.load(
-            files.checkpoint,
-            files.vocab,
-            name=name,
-            max_image_pixels=settings.max_image_pixels,
-            max_decoding_pixels=settings.decoding_pixels,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-            precision=settings.precision,
-            calibration_batch_size=settings.max_batch_size,
         )
 
     @classmethod
@@ -256,7 +218,7 @@ class Captioner:
         Returns:
             For each image, up to ``beam_size`` captions, best first.
         """
-        self._check_parameters(beam_size, max_length)
+        self.check_parameters(beam_size, max_length)
         pixels = np.asarray(pixels, dtype=np.float32)
         if pixels.ndim != 4 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"pixels must be [B, 299, 299, 3], got {list(pixels.shape)}")
@@ -273,24 +235,9 @@ class Captioner:
             features: float32 ``[B, F]``, a NumPy array or a TensorFlow tensor.
             beam_size, max_length: as in :meth:`caption_arrays`.
         """
-        self._check_parameters(beam_size, max_length)
+        self.check_parameters(beam_size, max_length)
         words, lengths, logprobs = self._search(beam_size, max_length)(features)
         return self._to_captions(words.numpy(), lengths.numpy(), logprobs.numpy())
-
-    def caption(
-        self, images: Sequence[bytes], beam_size: int = 3, max_length: int = 20
-    ) -> list[list[Caption]]:
-        """Preprocess and caption image bytes in one batch.
-
-        Raises:
-            InvalidImageError: for the first image that cannot be used.
-        """
-        self._check_parameters(beam_size, max_length)
-        if not images:
-            return []
-        return self.caption_arrays(
-            np.stack([self.preprocess(image) for image in images]), beam_size, max_length
-        )
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """The first stage alone, the serving graph itself (the "bare encoder"): float32
@@ -355,7 +302,12 @@ class Captioner:
         logger.info("precision %s (asked for %s; %s)", chosen, requested, calibration.describe())
         return chosen, calibration, both[chosen], graphs[chosen]
 
-    def _check_parameters(self, beam_size: int, max_length: int) -> None:
+    def check_parameters(self, beam_size: int, max_length: int) -> None:
+        """Refuse search parameters no call could use.
+
+        Raises:
+            InvalidRequestError: naming the parameter and its range.
+        """
         if not 1 <= beam_size <= self.info.vocab_rows:
             raise InvalidRequestError(
                 f"beam_size must be between 1 and {self.info.vocab_rows} (the model's word "

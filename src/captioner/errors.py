@@ -17,6 +17,7 @@
     │   └── OfflineError            the assets are missing and the network is off
     ├── DatasetError            a training or evaluation data file is unusable
     ├── ConfigurationError      a setting has a value it cannot take
+    ├── MetadataToolError       exiftool, which writes alt text into images, is missing or broke
     └── StartupError            the server cannot start listening (port taken, ...)
 
 Errors carry data (paths, expected and actual values), never HTTP status codes:
@@ -39,6 +40,7 @@ __all__ = [
     "DownloadError",
     "InvalidImageError",
     "InvalidRequestError",
+    "MetadataToolError",
     "ModelNotReadyError",
     "OfflineError",
     "OverloadedError",
@@ -166,6 +168,13 @@ class DatasetError(CaptionerError):
 
 class ConfigurationError(CaptionerError):
     """Raised when a setting (an option or a ``CAPTIONER_*`` variable) has an unusable value."""
+
+
+class MetadataToolError(CaptionerError):
+    """Raised when exiftool cannot be started or stops answering: every image would fail alike.
+
+    One image's own trouble (corrupt, unsupported) is not raised: it is that image's outcome.
+    """
 
 
 class StartupError(CaptionerError):

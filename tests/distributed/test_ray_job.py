@@ -23,10 +23,12 @@ import pytest
 from records import local_records, read_records
 from s3_store import running_store
 
-from captioner.distributed import JobOptions, JobSummary, caption_dataset, run_job
-from captioner.distributed.actor import caption_batch
+from captioner.collection import Summary
+from captioner.distributed import JobOptions, caption_dataset, run_job
 from captioner.engine import Captioner
-from captioner.errors import ConfigurationError
+from captioner.loading import load_engine
+from captioner.outputs import ExistingOutputError
+from captioner.pipeline import caption_batch
 from captioner.training.shapes import generate_scene, scene_rng
 from conftest import BAD_FILES, DEMO, SCENES, write_scenes
 
@@ -38,13 +40,13 @@ ACTORS = JobOptions(actors=2, batch_size=8)
 @pytest.fixture(scope="module")
 def engine() -> Captioner:
     """The demo model in this process: the captions the cluster must reproduce."""
-    return Captioner.from_settings(DEMO)
+    return load_engine(DEMO)
 
 
 @pytest.fixture(scope="module")
 def parquet_job(
     ray_cluster: str, scenes: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, JobSummary]:
+) -> tuple[Path, Summary]:
     """The scenes captioned once into Parquet files."""
     dest = tmp_path_factory.mktemp("parquet") / "out"
     return dest, run_job(str(scenes[0]), str(dest), DEMO, ACTORS)
@@ -78,7 +80,7 @@ def assert_every_image_once(
 
 
 def test_every_image_once_with_the_engines_captions(
-    parquet_job: tuple[Path, JobSummary], scenes: tuple[Path, dict[str, str]], engine: Captioner
+    parquet_job: tuple[Path, Summary], scenes: tuple[Path, dict[str, str]], engine: Captioner
 ) -> None:
     dest, summary = parquet_job
     truth = scenes[1]
@@ -87,7 +89,7 @@ def test_every_image_once_with_the_engines_captions(
 
 
 def test_resume_redoes_only_what_is_missing_or_torn(
-    parquet_job: tuple[Path, JobSummary],
+    parquet_job: tuple[Path, Summary],
     scenes: tuple[Path, dict[str, str]],
     engine: Captioner,
     tmp_path: Path,
@@ -100,7 +102,7 @@ def test_resume_redoes_only_what_is_missing_or_torn(
     files[0].unlink()  # never written: the driver died first
     files[1].write_bytes(files[1].read_bytes()[: files[1].stat().st_size // 2])  # torn
 
-    with pytest.raises(ConfigurationError, match="--resume"):
+    with pytest.raises(ExistingOutputError, match="--resume"):
         run_job(str(scenes[0]), str(dest), DEMO, ACTORS)
     summary = run_job(str(scenes[0]), str(dest), DEMO, JobOptions(actors=2, resume=True))
 

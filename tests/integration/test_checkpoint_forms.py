@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 from captioner.assets import DEMO_MODEL_DIR
 from captioner.cli import cli
 from captioner.config import Settings
-from captioner.engine import Captioner
+from captioner.loading import load_engine
+from support.captions import captions_of
 
 # The bundled checkpoint's prefix (its step changes when the demo model is retrained).
 PREFIX = next((DEMO_MODEL_DIR / "checkpoint").glob("*.index")).stem
@@ -124,10 +125,10 @@ def test_train_init_from_takes_every_form(
 
 
 def test_the_environment_takes_every_form_too(model_dir: Path, scene: Path) -> None:
-    reference = Captioner.from_settings(Settings(model="demo")).caption([scene.read_bytes()])
+    reference = captions_of(load_engine(Settings(model="demo")), [scene.read_bytes()])
     for form in (f"{PREFIX}.index", PREFIX):
         settings = Settings(checkpoint=model_dir / "checkpoint" / form)
-        assert Captioner.from_settings(settings).caption([scene.read_bytes()]) == reference
+        assert captions_of(load_engine(settings), [scene.read_bytes()]) == reference
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from PIL import Image
 from captioner.assets import ModelFiles
 from captioner.cli import cli
 from captioner.engine import Captioner
+from support.captions import captions_of
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_json_lines_match_the_engine(tiny_model: ModelFiles, images: list[Path])
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["image"] for line in lines] == [str(p) for p in images]
     engine = Captioner.load(tiny_model.checkpoint, tiny_model.vocab)
-    expected = engine.caption([p.read_bytes() for p in images], beam_size=2, max_length=7)
+    expected = captions_of(engine, [p.read_bytes() for p in images], beam_size=2, max_length=7)
     for line, captions in zip(lines, expected, strict=True):
         predictions = line["predictions"]
         assert [p["index"] for p in predictions] == [str(i) for i in range(len(captions))]
@@ -70,7 +71,7 @@ def test_precision_comes_from_the_flag_or_the_environment(
     bf16 = Captioner.load(tiny_model.checkpoint, tiny_model.vocab, precision="bf16")
     expected = [
         [(c.text, c.logprob) for c in captions]
-        for captions in bf16.caption([p.read_bytes() for p in images])
+        for captions in captions_of(bf16, [p.read_bytes() for p in images])
     ]
 
     def captions(out: str) -> list[list[tuple[str, float]]]:
@@ -169,7 +170,7 @@ def test_png_bytes_in_memory_roundtrip(tiny_model: ModelFiles) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(buffer, "PNG")
     engine = Captioner.load(tiny_model.checkpoint, tiny_model.vocab)
-    (captions,) = engine.caption([buffer.getvalue()])
+    (captions,) = captions_of(engine, [buffer.getvalue()])
     assert 1 <= len(captions) <= 3
 
 
@@ -211,5 +212,7 @@ def test_a_missing_model_is_downloaded_first_as_the_server_does(
     assert sorted(p.name for p in (model_dir / "checkpoint").iterdir()) == sorted(
         name.split("/")[1] for name in members
     )
-    expected = Captioner.load(release.checkpoint, release.vocab).caption([images[0].read_bytes()])
+    expected = captions_of(
+        Captioner.load(release.checkpoint, release.vocab), [images[0].read_bytes()]
+    )
     assert json.loads(out)["predictions"][0]["caption"] == expected[0][0].text

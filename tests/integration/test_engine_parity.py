@@ -19,6 +19,7 @@ from captioner.assets import ModelFiles
 from captioner.checkpoint import load_checkpoint
 from captioner.engine import Captioner
 from captioner.testing import write_random_checkpoint
+from support.captions import captions_of
 from support.reference import NumpyModel, as_pairs, reference_captions
 
 
@@ -63,7 +64,7 @@ def test_engine_matches_numpy_reference(
     # The encoder alone: the folded-BN TF graph against unfolded float64 NumPy.
     np.testing.assert_allclose(captioner.encode(pixels), features, rtol=1e-4, atol=1e-5)
 
-    got = captioner.caption(images, beam_size=beam_size, max_length=max_length)
+    got = captions_of(captioner, images, beam_size=beam_size, max_length=max_length)
     want = reference_captions(reference, features, captioner.vocabulary, beam_size, max_length)
     for g, w in zip(got, want, strict=True):
         assert 1 <= len(g) <= beam_size
@@ -72,7 +73,7 @@ def test_engine_matches_numpy_reference(
 
 def test_complete_captions_end_and_partials_fill_the_length(ending_model: ModelFiles) -> None:
     captioner = Captioner.load(ending_model.checkpoint, ending_model.vocab)
-    (captions,) = captioner.caption(_images(1), beam_size=3, max_length=20)
+    (captions,) = captions_of(captioner, _images(1), beam_size=3, max_length=20)
     # With a strong end word every result is complete: shorter than the 18-word partials.
     assert all(len(c.text.split()) < 18 for c in captions)
     assert [c.logprob for c in captions] == sorted((c.logprob for c in captions), reverse=True)
@@ -85,8 +86,8 @@ def test_batched_equals_single(request: pytest.FixtureRequest, model_name: str) 
     files: ModelFiles = request.getfixturevalue(model_name)
     captioner = Captioner.load(files.checkpoint, files.vocab)
     images = _images(5, seed=11)
-    batched = captioner.caption(images)
-    single = [captioner.caption([image])[0] for image in images]
+    batched = captions_of(captioner, images)
+    single = [captions_of(captioner, [image])[0] for image in images]
     for b, s in zip(batched, single, strict=True):
         assert [c.text for c in b] == [c.text for c in s]
         np.testing.assert_allclose(

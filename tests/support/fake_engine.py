@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.engine import Caption, ModelInfo
-from captioner.errors import InvalidImageError
+from captioner.errors import InvalidImageError, InvalidRequestError
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),
@@ -103,6 +103,11 @@ class FakeEngine:
             raise self.fail_with
         assert pixels.dtype == np.float32 and pixels.shape[1:] == (299, 299, 3)
         return [self._captions(image, beam_size, max_length) for image in pixels]
+
+    def check_parameters(self, beam_size: int, max_length: int) -> None:
+        for name, value in (("beam_size", beam_size), ("max_length", max_length)):
+            if value < 1:
+                raise InvalidRequestError(f"{name} must be at least 1, got {value}", field=name)
 
     def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
         if self.warmup_gate is not None:

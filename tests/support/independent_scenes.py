@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageColor, ImageDraw, ImageOps
 
+from support.captions import captions_of
+
 if TYPE_CHECKING:
     from captioner.engine import Captioner
 
@@ -230,7 +232,7 @@ def caption_all(captioner: Captioner, pictures: list[Picture], batch: int = 25) 
     captions = []
     for start in range(0, len(pictures), batch):
         chunk = [picture.data for picture in pictures[start : start + batch]]
-        captions += [ranked[0].text for ranked in captioner.caption(chunk)]
+        captions += [ranked[0].text for ranked in captions_of(captioner, chunk)]
     return captions
 
 

@@ -33,6 +33,7 @@ from captioner.training.run_dir import CONFIG_FILENAME, STATE_FILENAME
 from captioner.training.trainer import TrainingResult, train
 from captioner.vocabulary import Vocabulary
 from support.api_helpers import serving
+from support.captions import captions_of
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +131,7 @@ def test_engine_loads_and_captions_the_trained_model(
     captioner = Captioner.load(trained.checkpoint.parent, trained.vocab)
     vocabulary = Vocabulary.from_file(trained.vocab)
     image = next((shapes_data.parent / "images").iterdir()).read_bytes()
-    captions = captioner.caption([image], beam_size=2, max_length=8)[0]
+    captions = captions_of(captioner, [image], beam_size=2, max_length=8)[0]
     assert captions
     assert captioner.info.vocab_rows == len(vocabulary)
     assert captioner.info.global_step == 45

@@ -234,11 +234,11 @@ def _load_engine(settings: Settings) -> Engine:
     Before the model loads, the pages TensorFlow's import left resident are released:
     loading and warm-up bring back what serving uses (see :mod:`captioner.memory`).
     """
-    from captioner.engine import Captioner
+    from captioner.loading import load_engine
     from captioner.tf_runtime import import_tensorflow
 
     import_tensorflow(settings.log_level)
     before = resident_mib()
     release_library_pages()
     logger.debug("TensorFlow's start-up pages released: %.0f -> %.0f MiB", before, resident_mib())
-    return Captioner.from_settings(settings, download=True, progress="log")
+    return load_engine(settings, download=True, progress="log")

@@ -13,6 +13,6 @@ imports it. TensorFlow is imported only inside the actors, which load the model.
 from __future__ import annotations
 
 from captioner.distributed.dataset import caption_dataset
-from captioner.distributed.job import JobOptions, JobSummary, run_job
+from captioner.distributed.job import JobOptions, run_job
 
-__all__ = ["JobOptions", "JobSummary", "caption_dataset", "run_job"]
+__all__ = ["JobOptions", "caption_dataset", "run_job"]

@@ -10,15 +10,15 @@ not a failed block that Ray would retry until the job fails.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from captioner.distributed.records import records_table
-from captioner.errors import CaptionerError
-from captioner.results import ImageResult
+from captioner.loading import load_engine
+from captioner.outputs import record_schema
+from captioner.pipeline import caption_batch
 
 if TYPE_CHECKING:
     from captioner.config import Settings
@@ -52,9 +52,7 @@ class CaptionActor:
             settings: the driver's settings, already sized by :func:`actor_settings`.
             beam_size, max_length: the search parameters of every caption.
         """
-        from captioner.engine import Captioner
-
-        self._engine: Captioner = Captioner.from_settings(settings, progress="off")
+        self._engine: Captioner = load_engine(settings, progress="off")
         self._beam_size = beam_size
         self._max_length = max_length
 
@@ -65,38 +63,14 @@ class CaptionActor:
             batch: ``bytes`` (object array of ``bytes``) and ``path`` (strings), same length.
 
         Returns:
-            One record per row, in order (:data:`~captioner.distributed.records.RECORD_SCHEMA`).
+            One record per row, in order, in ``captioner.outputs.record_schema()``: the
+            columns of every output file, also when a block holds only error rows.
         """
         images = [
             (str(path), bytes(data))
             for path, data in zip(batch["path"], batch["bytes"], strict=True)
         ]
-        return records_table(
-            caption_batch(
-                self._engine, images, beam_size=self._beam_size, max_length=self._max_length
-            )
+        results = caption_batch(
+            self._engine, images, beam_size=self._beam_size, max_length=self._max_length
         )
-
-
-def caption_batch(
-    engine: Captioner,
-    images: Sequence[tuple[str, bytes]],
-    *,
-    beam_size: int = 3,
-    max_length: int = 20,
-) -> list[ImageResult]:
-    """Stand-in for ``captioner.pipeline.caption_batch`` until it lands on main."""
-    outcomes: list[np.ndarray | str] = []
-    for _, data in images:
-        try:
-            outcomes.append(engine.preprocess(data))
-        except CaptionerError as exc:
-            outcomes.append(str(exc))
-    good = [o for o in outcomes if not isinstance(o, str)]
-    captions = iter(engine.caption_arrays(np.stack(good), beam_size, max_length) if good else [])
-    return [
-        ImageResult(source, error=outcome)
-        if isinstance(outcome, str)
-        else ImageResult(source, captions=tuple(next(captions)))
-        for (source, _), outcome in zip(images, outcomes, strict=True)
-    ]
+        return pa.Table.from_pylist([r.to_record() for r in results], schema=record_schema())

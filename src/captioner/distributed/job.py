@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from captioner.collection import Summary
 from captioner.distributed.dataset import caption_dataset
 from captioner.distributed.sinks import write_records
 from captioner.distributed.storage import OutputFormat, list_files, read_written, resolve
-from captioner.errors import ConfigurationError
+from captioner.outputs import ExistingOutputError
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from captioner.distributed.sinks import write_records
 from captioner.distributed.storage import Location
 
-__all__ = ["JobOptions", "JobSummary", "run_job"]
+__all__ = ["JobOptions", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -62,24 +63,9 @@ class JobOptions:
     max_length: int = 20
 
 
-@dataclass(frozen=True)
-class JobSummary:
-    """What a job did: images captioned, failed (error rows), skipped (done before)."""
-
-    captioned: int
-    failed: int
-    skipped: int
-    seconds: float
-
-    @property
-    def images_per_s(self) -> float:
-        """Images (captioned or failed) per second of the job."""
-        return (self.captioned + self.failed) / self.seconds if self.seconds else 0.0
-
-
 def run_job(
     source: str, dest: str, settings: Settings | None = None, options: JobOptions | None = None
-) -> JobSummary:
+) -> Summary:
     """Caption every file under ``source`` into record files under ``dest``.
 
     Args:
@@ -91,20 +77,22 @@ def run_job(
         options: see :class:`JobOptions`.
 
     Returns:
-        The counts of this run; ``skipped`` are the images DEST held already.
+        The in-process runs' summary: this run's counts; ``skipped`` (and of them
+        ``skipped_failed``) the images DEST held already; ``seconds`` the whole job.
 
     Raises:
-        ConfigurationError: DEST holds records and ``resume`` is not set.
+        ExistingOutputError: DEST holds records and ``resume`` is not set.
     """
     options = options or JobOptions()
     start = time.monotonic()
     source_at = resolve(source, s3_endpoint=options.s3_endpoint)
     dest_at = resolve(dest, s3_endpoint=options.s3_endpoint)
-    done = set(read_written(dest_at, options.output_format).column("path").to_pylist())
+    before = read_written(dest_at, options.output_format)
+    done = set(before.column("path").to_pylist())
     if done and not options.resume:
-        raise ConfigurationError(
-            f"{dest} holds the records of {len(done)} images already: resume to finish it "
-            "(--resume), or give another output"
+        raise ExistingOutputError(
+            f"{dest} holds the records of {len(done)} images already: add --resume to finish "
+            "that run, or give another output"
         )
     paths = list_files(source_at)
     todo = [p for p in paths if p not in done]
@@ -115,13 +103,19 @@ def run_job(
             )
     written = read_written(dest_at, options.output_format)
     new = written.filter(pc.is_in(written["path"], value_set=pa.array(todo, pa.string())))
-    failed = pc.sum(pc.equal(new["status"], "error")).as_py() or 0
-    return JobSummary(
+    skipped = before.filter(pc.is_in(before["path"], value_set=pa.array(paths, pa.string())))
+    failed = _errors(new)
+    return Summary(
         captioned=new.num_rows - failed,
         failed=failed,
-        skipped=len(paths) - len(todo),
+        skipped=skipped.num_rows,
+        skipped_failed=_errors(skipped),
         seconds=time.monotonic() - start,
     )
+
+
+def _errors(records: pa.Table) -> int:
+    return int(pc.sum(pc.equal(records["status"], "error")).as_py() or 0)
 
 
 def _captions(

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from sacrebleu.metrics.bleu import BLEU
 from tqdm import tqdm
 
 from captioner.engine import Captioner
-from captioner.errors import DatasetError, InvalidImageError
+from captioner.errors import DatasetError
+from captioner.pipeline import ImageSource, caption_batches
 from captioner.training.dataset import Example, OnError, group_by_image
 from captioner.training.tokenizer import tokenize
 
@@ -104,31 +105,32 @@ def evaluate(
     references: list[list[list[str]]] = []
     samples: list[Sample] = []
     skipped = 0
+    references_of = dict(groups)
     bar = tqdm(total=len(groups), desc="evaluating", unit="image", disable=not progress)
-    for start in range(0, len(groups), batch_size):
-        pixels, batch = [], []
-        for path, captions in groups[start : start + batch_size]:
-            try:
-                pixels.append(engine.preprocess(path.read_bytes()))
-                batch.append((path, captions))
-            except (OSError, InvalidImageError) as exc:
-                error = DatasetError(f"{exc} (used at {captions[0].source})", path=path)
+    sources = (ImageSource(name=str(path), path=path) for path, _ in groups)
+    for batch in caption_batches(
+        engine, sources, beam_size=beam_size, max_length=max_length, batch_size=batch_size
+    ):
+        for result in batch:
+            captions = references_of[Path(result.source)]
+            if not result.ok:
+                error = DatasetError(
+                    f"{result.error} (used at {captions[0].source})", path=result.source
+                )
                 if on_error == "fail":
-                    raise error from exc
+                    raise error
                 report(f"skipped {error}")
                 skipped += 1
-        if batch:
-            results = engine.caption_arrays(np.stack(pixels), beam_size, max_length)
-            for (path, captions), ranked in zip(batch, results, strict=True):
-                best = ranked[0].text if ranked else ""
-                hypothesis = tokenize(best)
-                refs = [tokenize(ex.caption) for ex in captions]
-                hypotheses.append(hypothesis)
-                references.append(refs)
-                if len(samples) < sample_count:
-                    written = [ex.caption for ex in captions]
-                    samples.append(Sample(str(path), best, written, hypothesis in refs))
-        bar.update(len(groups[start : start + batch_size]))
+                continue
+            best = result.best.text if result.best else ""
+            hypothesis = tokenize(best)
+            refs = [tokenize(ex.caption) for ex in captions]
+            hypotheses.append(hypothesis)
+            references.append(refs)
+            if len(samples) < sample_count:
+                written = [ex.caption for ex in captions]
+                samples.append(Sample(result.source, best, written, hypothesis in refs))
+        bar.update(len(batch))
     bar.close()
     if not hypotheses:
         raise DatasetError(f"nothing to evaluate: all {skipped} images failed to decode")
