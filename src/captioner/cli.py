@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,11 +29,12 @@ from captioner.training.config import TrainingConfig
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
-    from captioner.collection import MetadataMode, Summary
+    from captioner.collection import Summary
     from captioner.config import Settings
     from captioner.engine import Captioner
-    from captioner.outputs import OnExisting
+    from captioner.outputs import OnExisting, Recorded, ResultWriter
     from captioner.pipeline import ImageSource
+    from captioner.results import ImageResult
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 PRECISIONS = click.Choice(["fp32", "bf16", "auto"])
@@ -164,6 +165,99 @@ def cli() -> None:
     """Caption images with the Show and Tell (im2txt) model, serve it, train it."""
 
 
+_METADATA_OPTIONS = (
+    click.option(
+        "--write-metadata",
+        type=click.Choice(["sidecar", "embed"]),
+        help="Also write each top caption as alt text: an XMP sidecar beside each image (or "
+        "under --metadata-dir), or into copies of the images under --metadata-dir. "
+        "Needs exiftool.",
+    ),
+    click.option(
+        "--metadata-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where --write-metadata puts its files, at the images' relative paths.",
+    ),
+    click.option(
+        "--in-place", is_flag=True, help="--write-metadata embed: write into the original images."
+    ),
+    click.option(
+        "--overwrite-captions",
+        is_flag=True,
+        help="--write-metadata: replace a description an image already has (kept by default).",
+    ),
+)
+_SERVER_OPTIONS = (
+    click.option(
+        "--server",
+        "servers",
+        multiple=True,
+        metavar="URL",
+        help="Send the images to this running captioner server instead of loading the model "
+        "here (repeat for several, used in turn).",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=8,
+        show_default=True,
+        help="--server: requests in flight, over all servers.",
+    ),
+    click.option(
+        "--api-key",
+        envvar="CAPTIONER_API_KEY",
+        help="--server: the servers' API key (better: the CAPTIONER_API_KEY variable, which "
+        "no other user can read in the process list).",
+    ),
+)
+_RAY_OPTIONS = (
+    click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        metavar="[ADDRESS]",
+        help="Caption on a Ray cluster (the ray extra): SOURCE a directory or s3:// prefix, "
+        "--output a directory. Alone: a local Ray instance; or a cluster's address ('auto').",
+    ),
+    click.option(
+        "--actors", type=click.IntRange(1), help="--ray: model actors. [default: CPUs less one]"
+    ),
+    click.option(
+        "--cpus-per-actor",
+        type=click.IntRange(1),
+        default=1,
+        show_default=True,
+        help="--ray: CPUs each actor reserves (and its TensorFlow threads).",
+    ),
+    click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["parquet", "jsonl"]),
+        default="parquet",
+        show_default=True,
+        help="--ray: the files written in the --output directory.",
+    ),
+    click.option(
+        "--s3-endpoint",
+        metavar="URL",
+        help="--ray: an S3-compatible store's address for s3:// paths (credentials from the "
+        "usual AWS_* variables).",
+    ),
+)
+
+
+def _options(*groups: tuple[Callable[[F], F], ...]) -> Callable[[F], F]:
+    """Apply groups of options in order (as if written one above the other)."""
+
+    def apply(func: F) -> F:
+        for option in reversed([o for group in groups for o in group]):
+            func = option(func)
+        return func
+
+    return apply
+
+
 @cli.command()
 @click.argument("images", nargs=-1)
 @click.option(
@@ -175,9 +269,9 @@ def cli() -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the results to this file as they come: .jsonl, .csv or .parquet. "
-    "[default: print them]",
+    type=click.Path(path_type=Path),
+    help="Write the results to this file as they come: .jsonl, .csv or .parquet "
+    "(--ray: a directory). [default: print them]",
 )
 @click.option(
     "--resume", is_flag=True, help="Finish the run that --output records: skip its images."
@@ -195,130 +289,218 @@ def cli() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Without --output: one JSON object per image per line."
 )
-@click.option(
-    "--write-metadata",
-    type=click.Choice(["sidecar", "embed"]),
-    help="Also write each top caption as alt text: an XMP sidecar beside each image (or "
-    "under --metadata-dir), or into copies of the images under --metadata-dir. Needs exiftool.",
-)
-@click.option(
-    "--metadata-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where --write-metadata puts its files, at the images' relative paths.",
-)
-@click.option(
-    "--in-place", is_flag=True, help="--write-metadata embed: write into the original images."
-)
-@click.option(
-    "--overwrite-captions",
-    is_flag=True,
-    help="--write-metadata: replace a description an image already has (kept by default).",
-)
+@_options(_METADATA_OPTIONS, _SERVER_OPTIONS, _RAY_OPTIONS)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@click.pass_context
 @_reports_errors
-def caption(
-    images: tuple[str, ...],
-    from_list: str | None,
-    output: Path | None,
-    resume: bool,
-    overwrite: bool,
-    beam_size: int,
-    max_length: int,
-    batch_size: int,
-    as_json: bool,
-    write_metadata: MetadataMode | None,
-    metadata_dir: Path | None,
-    in_place: bool,
-    overwrite_captions: bool,
-    quiet: bool,
-    **model: Any,
-) -> None:
+def caption(ctx: click.Context, /, **options: Any) -> None:
     """Caption IMAGES: files, directories (walked, images found by content) and quoted
     patterns such as 'photos/**/*.jpg'.
 
-    A file that cannot be read or decoded gets an error of its own; the others are still
-    captioned. With --output, each batch is written and made durable as it is captioned,
-    so a run that is killed loses nothing: rerun it with --resume. Ctrl-C stops after the
-    batch in flight. Exit status: 0 when every image was captioned, 1 when some failed,
-    2 for a usage error.
+    The model runs here, or on running servers (--server URL), or on a Ray cluster
+    (--ray). A file that cannot be read or decoded gets an error of its own; the others
+    are still captioned. With --output, each batch is written and made durable as it is
+    captioned, so a run that is killed loses nothing: rerun it with --resume. Ctrl-C stops
+    after the batch in flight. Exit status: 0 when every image was captioned, 1 when some
+    failed, 2 for a usage error.
     """
-    from captioner.alt_text import AltTextWriter
-    from captioner.collection import (
-        Progress,
-        Summary,
-        alt_text_step,
-        run_collection,
-        skip_recorded,
-    )
-    from captioner.outputs import (
-        ExistingOutputError,
-        Recorded,
-        ResultWriter,
-        StdoutWriter,
-        open_output,
-    )
-    from captioner.pipeline import caption_batches
-    from captioner.sources import iter_sources, read_list
+    run = _CaptionRun(ctx, options)
+    summary = run.on_ray() if options["ray_address"] else run.here_or_on_servers()
+    _finish(summary, options["output"], options["quiet"])
 
-    if not images and from_list is None:
-        raise click.UsageError("name images, directories or patterns, or give --from-list FILE")
-    if resume and overwrite:
-        raise click.UsageError("--resume and --overwrite exclude each other")
-    if (resume or overwrite) and output is None:
-        raise click.UsageError("--resume and --overwrite go with --output")
-    _check_metadata_options(write_metadata, metadata_dir, in_place, overwrite_captions)
 
-    def listing() -> Iterator[ImageSource]:
-        lines = read_list(from_list) if from_list is not None else iter(())
-        return iter_sources(itertools.chain(images, lines))
+# The options that choose and load the model, as Settings names them.
+_MODEL_SETTINGS = ("model", "checkpoint", "vocab", "precision", "log_level")
 
-    writer: ResultWriter
-    if output is None:
-        writer, recorded = StdoutWriter(as_json), Recorded()
-    else:
-        on_existing: OnExisting = "resume" if resume else "overwrite" if overwrite else "refuse"
+
+class _CaptionRun:
+    """``captioner caption``'s options, checked, and the ways to run them."""
+
+    def __init__(self, ctx: click.Context, options: dict[str, Any]) -> None:
+        self.o = options
+        if not options["images"] and options["from_list"] is None:
+            raise click.UsageError("name images, directories or patterns, or give --from-list FILE")
+        if options["resume"] and options["overwrite"]:
+            raise click.UsageError("--resume and --overwrite exclude each other")
+        if (options["resume"] or options["overwrite"]) and options["output"] is None:
+            raise click.UsageError("--resume and --overwrite go with --output")
+        _check_metadata_options(
+            options["write_metadata"],
+            options["metadata_dir"],
+            options["in_place"],
+            options["overwrite_captions"],
+        )
+        self._check_mode(ctx)
+
+    def _check_mode(self, ctx: click.Context) -> None:
+        """Each way of running takes its own options, and only one way at a time."""
+        o = self.o
+
+        def given(name: str) -> bool:
+            return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+        server_only = [n for n in ("concurrency", "api_key") if given(n)]
+        ray_only = [n for n in ("actors", "cpus_per_actor", "output_format", "s3_endpoint")
+                    if given(n)]  # fmt: skip
+        model = [n for n in ("model", "checkpoint", "vocab", "precision") if o[n] is not None]
+        if o["servers"] and o["ray_address"]:
+            raise click.UsageError("--server and --ray exclude each other")
+        if not o["servers"] and server_only:
+            raise click.UsageError(f"{_flags(server_only)} go(es) with --server")
+        if not o["ray_address"] and ray_only:
+            raise click.UsageError(f"{_flags(ray_only)} go(es) with --ray")
+        if o["servers"] and model:
+            raise click.UsageError(f"{_flags(model)}: the servers choose their model")
+        if o["ray_address"]:
+            extra = [n for n in ("from_list", "write_metadata") if o[n]]
+            if extra or len(o["images"]) != 1 or o["output"] is None:
+                raise click.UsageError(
+                    "--ray takes one SOURCE (a directory or prefix) and --output DIR"
+                    + (f"; not {_flags(extra)}" if extra else "")
+                )
+
+    def here_or_on_servers(self) -> Summary:
+        """In this process, or through the client: the same listing, output and progress."""
+        from captioner.alt_text import AltTextWriter
+        from captioner.collection import (
+            Progress,
+            Summary,
+            alt_text_step,
+            in_chunks,
+            run_collection,
+            skip_recorded,
+        )
+
+        o = self.o
+        writer, recorded = self._open_output()
+        summary = Summary()
+        output = o["output"]
+        show = (
+            not o["quiet"]
+            and sys.stderr.isatty()
+            and (output is not None or not sys.stdout.isatty())
+        )
+        with _stop_on_interrupt() as interrupted, contextlib.ExitStack() as stack:
+            sources = skip_recorded(self._listing(), recorded, summary)
+            if o["servers"]:
+                from captioner.client import Client
+
+                client = stack.enter_context(Client(list(o["servers"]), api_key=o["api_key"]))
+                named = ((s.name, s.data) if s.data is not None else s.name for s in sources)
+                results = client.caption_many(
+                    named,
+                    concurrency=o["concurrency"],
+                    beam_size=o["beam_size"],
+                    max_length=o["max_length"],
+                    ordered=True,  # the same order as in process, whatever the servers do
+                    # A server that stays unreachable through the retries stops the run
+                    # (--resume goes on): an error row would mark its images done.
+                    max_consecutive_failures=1,
+                )
+                batches: Iterable[Sequence[ImageResult]] = in_chunks(results, o["batch_size"])
+            else:
+                from captioner.pipeline import caption_batches
+
+                engine = _load_model(**{n: o[n] for n in _MODEL_SETTINGS})
+                batches = caption_batches(
+                    engine,
+                    sources,
+                    beam_size=o["beam_size"],
+                    max_length=o["max_length"],
+                    batch_size=o["batch_size"],
+                )
+            progress = Progress(enabled=show, count=self._counter(recorded))
+            before_record = None
+            if o["write_metadata"] is not None:
+                before_record = alt_text_step(
+                    stack.enter_context(AltTextWriter()),
+                    o["write_metadata"],
+                    metadata_dir=o["metadata_dir"],
+                    in_place=o["in_place"],
+                    overwrite=o["overwrite_captions"],
+                    report=progress.write,
+                )
+            try:
+                run_collection(
+                    batches,
+                    writer,
+                    summary,
+                    progress=progress,
+                    before_record=before_record,
+                    should_stop=interrupted.is_set,
+                )
+            except CaptionerError:
+                if output is not None:
+                    click.echo(
+                        f"{summary.line()}\nstopped: the run can go on later with the same "
+                        f"command and --resume ({output} keeps what was written)",
+                        err=True,
+                    )
+                raise
+        return summary
+
+    def on_ray(self) -> Summary:
+        """The whole job on a Ray cluster: Ray's own progress, the same summary."""
         try:
-            writer, recorded = open_output(output, on_existing)
+            from captioner.distributed import JobOptions, run_job
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--ray needs the ray extra: pip install 'captioner[ray]' ({exc})"
+            ) from exc
+        from captioner.outputs import ExistingOutputError
+
+        o = self.o
+        address = None if o["ray_address"] == "local" else o["ray_address"]
+        settings = _settings(**{n: o[n] for n in _MODEL_SETTINGS})
+        _show_package_logs(settings.log_level)
+        job = JobOptions(
+            address=address,
+            actors=o["actors"],
+            cpus_per_actor=o["cpus_per_actor"],
+            batch_size=o["batch_size"],
+            output_format=o["output_format"],
+            s3_endpoint=o["s3_endpoint"],
+            resume=o["resume"],
+            beam_size=o["beam_size"],
+            max_length=o["max_length"],
+        )
+        try:
+            return run_job(o["images"][0], str(o["output"]), settings, job)
         except ExistingOutputError as exc:
             raise click.UsageError(str(exc)) from exc
-    summary = Summary()
-    show = not quiet and sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
-    countable = from_list != "-"
-    engine = _load_model(**model)
-    with _stop_on_interrupt() as interrupted, contextlib.ExitStack() as stack:
-        progress = Progress(
-            enabled=show,
-            count=(lambda: sum(s.name not in recorded.sources for s in listing()))
-            if countable
-            else None,
+
+    def _listing(self) -> Iterator[ImageSource]:
+        """The sources, lazily; called again to count them."""
+        from captioner.sources import iter_sources, read_list
+
+        from_list = self.o["from_list"]
+        lines = read_list(from_list) if from_list is not None else iter(())
+        return iter_sources(itertools.chain(self.o["images"], lines))
+
+    def _counter(self, recorded: Recorded) -> Callable[[], int] | None:
+        """Counts the images still to do, for the progress bar (not for standard input,
+        which cannot be read twice)."""
+        if self.o["from_list"] == "-":
+            return None
+        return lambda: len({s.name for s in self._listing()} - recorded.sources.keys())
+
+    def _open_output(self) -> tuple[ResultWriter, Recorded]:
+        from captioner.outputs import ExistingOutputError, Recorded, StdoutWriter, open_output
+
+        o = self.o
+        if o["output"] is None:
+            return StdoutWriter(o["as_json"]), Recorded()
+        on_existing: OnExisting = (
+            "resume" if o["resume"] else "overwrite" if o["overwrite"] else "refuse"
         )
-        batches = caption_batches(
-            engine,
-            skip_recorded(listing(), recorded, summary),
-            beam_size=beam_size,
-            max_length=max_length,
-            batch_size=batch_size,
-        )
-        before_record = None
-        if write_metadata is not None:
-            alt_text = stack.enter_context(AltTextWriter())
-            before_record = alt_text_step(
-                alt_text,
-                write_metadata,
-                metadata_dir=metadata_dir,
-                in_place=in_place,
-                overwrite=overwrite_captions,
-                report=progress.write,
-            )
-        run_collection(
-            batches,
-            writer,
-            summary,
-            progress=progress,
-            before_record=before_record,
-            should_stop=interrupted.is_set,
-        )
-    _finish(summary, output, quiet)
+        try:
+            return open_output(o["output"], on_existing)
+        except ExistingOutputError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+
+def _flags(names: list[str]) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
 def _check_metadata_options(

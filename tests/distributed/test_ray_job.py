@@ -12,6 +12,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -204,3 +206,22 @@ def test_caption_dataset_in_a_users_own_pipeline(ray_cluster: str, engine: Capti
         got = by_path[result.source]
         assert got["status"] == "ok"
         assert [c["caption"] for c in got["captions"]] == [c.text for c in result.captions]
+
+
+def test_the_cli_joins_the_cluster_and_prints_the_same_summary(
+    ray_cluster: str, engine: Captioner, tmp_path: Path
+) -> None:
+    truth = write_scenes(tmp_path / "scenes", 30)
+    dest = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "captioner", "caption", str(tmp_path / "scenes"),
+        "--ray", ray_cluster, "--actors", "2", "--model", "demo",
+        "--output", str(dest), "--format", "jsonl",
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert run.returncode == 1, run.stderr  # the bad files are error rows
+    assert f"captioned 30, failed {len(BAD_FILES)}, skipped 0" in run.stderr
+    assert_every_image_once(local_records(str(dest), "jsonl"), truth, engine, sample=5)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "--resume" in again.stderr
