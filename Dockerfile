@@ -4,6 +4,7 @@
 #
 #   docker build -t captioner .                                   # model fetched at first start
 #   docker build --build-arg MODEL_SOURCE=baked -t captioner:baked .   # model inside the image
+#   docker build --build-arg PACKAGE=".[ray]" -t captioner .      # for k8s/ray/rayjob.yaml
 #   docker run --stop-timeout 30 -p 5000:5000 -v captioner-model:/var/lib/captioner captioner
 #   docker run --stop-timeout 30 -p 5000:5000 captioner serve --model demo   # bundled demo
 #
@@ -13,6 +14,8 @@
 #
 # Build arguments:
 #   PYTHON_IMAGE   the slim CPython base, pinned to a patch release.
+#   PACKAGE        what pip installs: "." (default), or with extras: ".[ray]" for the image
+#                  the RayJob runs, ".[parquet]" for `captioner caption --output x.parquet`.
 #   MODEL_SOURCE   "volume" (default): the server downloads and verifies the checkpoint at
 #                  first start into the /var/lib/captioner volume, so the image stays small
 #                  and the download happens once per volume. "baked": `captioner download`
@@ -27,6 +30,7 @@ ARG MODEL_SOURCE=volume
 
 # --- build: the package and its pinned dependencies in a venv, nothing else kept ---------
 FROM ${PYTHON_IMAGE} AS build
+ARG PACKAGE="."
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/captioner
@@ -34,7 +38,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY docker/constraints.txt docker/
 COPY src/ src/
-RUN /opt/captioner/bin/pip install --constraint docker/constraints.txt .
+RUN /opt/captioner/bin/pip install --constraint docker/constraints.txt "${PACKAGE}"
 
 # --- runtime: the venv on a clean base, run as uid 10001 ---------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

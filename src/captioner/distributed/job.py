@@ -22,15 +22,19 @@ import pyarrow.compute as pc
 from captioner.collection import Summary
 from captioner.distributed.dataset import caption_dataset
 from captioner.distributed.sinks import write_records
-from captioner.distributed.storage import OutputFormat, list_files, read_written, resolve
+from captioner.distributed.storage import (
+    Location,
+    OutputFormat,
+    list_files,
+    read_written,
+    resolve,
+)
 from captioner.outputs import ExistingOutputError
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
     from captioner.config import Settings
-    from captioner.distributed.sinks import write_records
-from captioner.distributed.storage import Location
 
 __all__ = ["JobOptions", "run_job"]
 
