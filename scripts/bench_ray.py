@@ -32,18 +32,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from captioner.config import Settings
-from loadkit import cpu_name, full_size_model, photo_jpeg
-
-
-def write_images(directory: Path, count: int) -> list[Path]:
-    """``count`` distinct 640x480 photo-like JPEGs (about 60 KB each)."""
-    directory.mkdir(parents=True)
-    paths = []
-    for index in range(count):
-        path = directory / f"{index:06d}.jpg"
-        path.write_bytes(photo_jpeg(640, 480, noise=12, quality=85, seed=index))
-        paths.append(path)
-    return paths
+from loadkit import cpu_name, full_size_model, write_figures, write_photos
 
 
 def caption_in_process(settings: Settings, paths: list[Path], batch_size: int) -> float:
@@ -96,8 +85,8 @@ def main() -> None:
         settings = Settings(
             checkpoint=model.checkpoint, vocab=model.vocab, precision=args.precision
         )
-        paths = write_images(root / "images", args.images)
-        write_images(root / "few", args.actors * args.batch_size)
+        paths = write_photos(root / "images", args.images)
+        write_photos(root / "few", args.actors * args.batch_size)
 
         inprocess = in_child(settings, paths, args.batch_size)
         single = settings.model_copy(
@@ -123,6 +112,22 @@ def main() -> None:
     print(f"  per-actor throughput:   {per_actor:8.2f} images/s at {args.cpus_per_actor} CPU")
     print(f"  Ray's fixed cost:       {fixed_s:8.1f} s (start, actors' load, one batch each)")
     print(f"  Ray's overhead/image:   {overhead_ms:8.1f} ms (beyond the in-process time)")
+    write_figures(
+        args.precision,
+        {
+            "images": args.images,
+            "batch_size": args.batch_size,
+            "actors": args.actors,
+            "cpus_per_actor": args.cpus_per_actor,
+            "inprocess_images_per_s": round(inprocess, 2),
+            "ray_images_per_s": round(ray_ips, 2),
+            "ray_seconds": round(job_s, 1),
+            "ratio": round(ray_ips / inprocess, 2),
+            "per_actor_images_per_s": round(per_actor, 2),
+            "fixed_cost_s": round(fixed_s, 1),
+            "overhead_per_image_ms": round(overhead_ms, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

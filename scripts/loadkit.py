@@ -2,8 +2,9 @@
 checkpoint, its memory (Linux ``/proc``), the images to send, one median and one percentile,
 and the figures file each script writes (:func:`write_figures`).
 
-Used by ``bench_server.py``, ``bench_caption.py``, ``bench_bf16_ways.py``, ``burst.py``,
-``soak.py``, ``deploy_footprint.py`` and ``precision_accuracy.py``; ``figures.py`` reads
+Used by ``bench_server.py``, ``bench_caption.py``, ``bench_bf16_ways.py``,
+``bench_collection.py``, ``bench_ray.py``, ``burst.py``, ``soak.py``, ``deploy_footprint.py``
+and ``precision_accuracy.py``; ``figures.py`` reads
 what they write. Not a script itself: Python puts this directory first on ``sys.path`` when
 it runs a script from here, so ``import loadkit`` finds it.
 """
@@ -58,6 +59,7 @@ __all__ = [
     "stop_server",
     "wait_ready",
     "write_figures",
+    "write_photos",
 ]
 
 
@@ -194,6 +196,18 @@ def photo_jpeg(width: int, height: int, *, noise: float, quality: int, seed: int
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def write_photos(directory: Path, count: int) -> list[Path]:
+    """``count`` distinct 640x480 photo-like JPEGs (about 60 KB each) in ``directory``: the
+    collection the collection and Ray benchmarks caption."""
+    directory.mkdir(parents=True)
+    paths = []
+    for index in range(count):
+        path = directory / f"{index:06d}.jpg"
+        path.write_bytes(photo_jpeg(640, 480, noise=12, quality=85, seed=index))
+        paths.append(path)
+    return paths
 
 
 def memory_mib(pid: int) -> tuple[float, float]:

@@ -1,6 +1,8 @@
 """SECURITY.md's claims about the code, checked from the source and the live document.
 
-- No module unpickles, evaluates code, starts a process or extracts an archive blindly.
+- No module unpickles, evaluates code, starts a process or extracts an archive blindly;
+  the one exception, exiftool started by ``captioner caption --write-metadata``, is out of
+  the server's reach.
 - Request handling has no network client: only the model download fetches (``transfer``,
   used by ``download``), and the server reaches it only to load the model at start-up.
   The other network client, ``captioner.client`` (for talking to a server), is imported by
@@ -42,6 +44,8 @@ CLIENT = "captioner.transfer"
 # The client of captioner servers: its own package, and who may import it.
 SERVER_CLIENT = "captioner.client"
 SERVER_CLIENT_USERS = {"captioner.cli"}
+# The one module that starts a process: exiftool, for the command line's alt text.
+PROCESS_STARTER = "captioner.exiftool"
 FETCHERS = {CLIENT, "captioner.download"}
 # Where the fetchers are imported inside a function, by module and function: only the
 # model's loaders. Request handling (routes, service, batcher, engine calls) is not here.
@@ -150,7 +154,7 @@ def test_the_checks_catch_what_they_look_for() -> None:
     assert fetcher_imports("import captioner.download\n") == (True, set())
 
 
-@pytest.mark.parametrize("path", MODULES, ids=_name)
+@pytest.mark.parametrize("path", [p for p in MODULES if _name(p) != PROCESS_STARTER], ids=_name)
 def test_no_pickle_no_eval_no_process_no_blind_extraction(path: Path) -> None:
     assert unsafe_uses(path.read_text()) == []
 
@@ -166,7 +170,8 @@ def test_only_the_model_download_opens_connections(path: Path) -> None:
         assert uses == set(), f"{_name(path)} uses the network"
 
 
-def test_only_the_command_line_imports_the_client_of_servers() -> None:
+def importers_of(module: str) -> set[str]:
+    """The package's modules that import ``module`` or one of its submodules (outside it)."""
     importers = set()
     for path in MODULES:
         name = _name(path)
@@ -175,10 +180,21 @@ def test_only_the_command_line_imports_the_client_of_servers() -> None:
                 [a.name for a in node.names] if isinstance(node, ast.Import)
                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             )  # fmt: skip
-            if any(m == SERVER_CLIENT or m.startswith(f"{SERVER_CLIENT}.") for m in modules):
+            if any(m == module or m.startswith(f"{module}.") for m in modules):
                 importers.add(name)
-    outside = {n for n in importers if not n.startswith(f"{SERVER_CLIENT}.")}
-    assert outside <= SERVER_CLIENT_USERS
+    return {n for n in importers if n != module and not n.startswith(f"{module}.")}
+
+
+def test_only_the_command_line_imports_the_client_of_servers() -> None:
+    assert importers_of(SERVER_CLIENT) <= SERVER_CLIENT_USERS
+
+
+def test_the_one_process_started_is_exiftool_and_the_server_cannot_reach_it() -> None:
+    """``captioner caption --write-metadata`` runs exiftool; nothing the server imports does."""
+    assert importers_of(PROCESS_STARTER) == {"captioner.alt_text"}
+    assert importers_of("captioner.alt_text") <= {"captioner.cli", "captioner.collection"}
+    assert not {n for n in importers_of("captioner.collection") if n.startswith("captioner.api")}
+    assert unsafe_uses((PACKAGE / "exiftool.py").read_text()) == ["subprocess"]
 
 
 def test_request_handling_cannot_reach_the_download() -> None:

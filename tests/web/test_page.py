@@ -107,7 +107,7 @@ def test_bad_files_get_their_own_message_while_the_good_image_is_captioned(
     expect(card(page, GREEN).locator(".caption")).to_have_text(expected, timeout=CAPTION_TIMEOUT_MS)
     messages = {
         "notes.txt": "Not an image: this is a text/plain file. Choose a photo or picture file.",
-        "huge.png": "Too large: 293 KB, and this server accepts images up to 292 KB.",
+        "huge.png": "Too large: 293 KiB, and this server accepts images up to 292 KiB.",
         "broken.png": "The server cannot caption this file: the PNG image is corrupt or truncated",
     }
     for name, message in messages.items():

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""How fast does a collection go? ``captioner caption`` over a folder, against the engine.
+
+Writes N 640x480 photo-like JPEGs (default 1,000) and a full-size checkpoint of the original
+layout with seeded random values (the real weights are not downloadable here; the cost is
+the same), then measures on this machine, in one run:
+
+- the bare float32 encoder at batch 8 on pixels already prepared (the yardstick: what the
+  model's largest part alone allows), and the same for bf16;
+- the collection path in process, per precision: ``caption_stream`` over the folder (listing,
+  reading, decoding the next batch while the engine runs, beam search, records), from the
+  first image to the last, the model already loaded; images/s and its ratio to the bare
+  float32 encoder;
+- the same folder through ``captioner caption --server`` (the client, 8 requests in flight,
+  JSON Lines written) against a local ``captioner serve`` in float32, from the command's start
+  to its end; images/s and the same ratio.
+
+Each measurement is the median of ``--repeats`` passes. The engine runs in a child process
+per precision, so this process never loads TensorFlow (the server's memory and cores stay
+its own).
+
+Usage: python scripts/bench_collection.py [--images N] [--repeats R] [--model-dir DIR]
+Run it on a quiet machine: every core is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loadkit import (
+    cpu_name,
+    free_port,
+    full_size_model,
+    in_child,
+    start_server,
+    stop_server,
+    write_figures,
+    write_photos,
+)
+
+# Run in a child: the bare encoder's and the collection path's images/s, one precision.
+ENGINE_CODE = """
+import json, statistics, sys, time
+from pathlib import Path
+import numpy as np
+from captioner.config import Settings
+from captioner.loading import load_engine
+from captioner.pipeline import caption_stream
+from captioner.sources import iter_sources
+
+checkpoint, vocab, precision, folder, repeats = sys.argv[1:6]
+engine = load_engine(
+    Settings(checkpoint=checkpoint, vocab=vocab, precision=precision, offline=True),
+    progress="off",
+)
+first = sorted(Path(folder).iterdir())[:8]
+pixels = np.stack([engine.preprocess(p.read_bytes()) for p in first])
+engine.warmup([8])
+encoder, collection = [], []
+for _ in range(int(repeats)):
+    started = time.perf_counter()
+    for _ in range(5):
+        engine.encode(pixels)
+    encoder.append(40 / (time.perf_counter() - started))
+    started = time.perf_counter()
+    done = sum(1 for r in caption_stream(engine, iter_sources([folder]), batch_size=8) if r.ok)
+    collection.append(done / (time.perf_counter() - started))
+print(json.dumps({
+    "ran": engine.precision,
+    "encoder": statistics.median(encoder),
+    "collection": statistics.median(collection),
+}))
+"""
+
+
+def through_server(folder: Path, url: str, out: Path, count: int) -> float:
+    """Images/s of ``captioner caption --server`` over ``folder``, command start to end."""
+    out.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", "captioner", "caption", str(folder), "--server", url,
+        "--output", str(out), "--quiet",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == count and all(r["status"] == "ok" for r in records), "lost images"
+    return count / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, help="default: a full-size random model")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    with tempfile.TemporaryDirectory(prefix="bench-collection-") as scratch:
+        root = Path(scratch)
+        model = full_size_model(root / "model", args.model_dir)
+        folder = root / "images"
+        write_photos(folder, args.images)
+        engine: dict[str, dict[str, float | str]] = {}
+        for precision in ("fp32", "bf16"):
+            printed = in_child(
+                ENGINE_CODE, str(model.checkpoint), str(model.vocab), precision, str(folder),
+                str(args.repeats),
+            )  # fmt: skip
+            engine[precision] = json.loads(printed.strip().splitlines()[-1])
+        port = free_port()
+        server = start_server(model, port, "--precision", "fp32")
+        try:
+            url = f"http://127.0.0.1:{port}"
+            served = statistics.median(
+                through_server(folder, url, root / "out.jsonl", args.images)
+                for _ in range(args.repeats)
+            )
+        finally:
+            stop_server(server)
+
+    yardstick = float(engine["fp32"]["encoder"])
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); {args.images} 640x480 JPEGs, batch 8")
+    figures: dict[str, float | str] = {"images": args.images, "batch_size": 8}
+    for precision, row in engine.items():
+        encoder, collection = float(row["encoder"]), float(row["collection"])
+        print(
+            f"{precision} (ran {row['ran']}): bare encoder {encoder:7.2f} images/s "
+            f"({encoder / yardstick:.2f}x fp32's); in process {collection:7.2f} images/s, "
+            f"{collection / yardstick:.2f} of the fp32 encoder"
+        )
+        figures[f"{precision}_ran"] = str(row["ran"])
+        figures[f"{precision}_encoder_images_per_s"] = round(encoder, 2)
+        figures[f"{precision}_encoder_gain"] = round(encoder / yardstick, 2)
+        figures[f"{precision}_inprocess_images_per_s"] = round(collection, 2)
+        figures[f"{precision}_inprocess_ratio"] = round(collection / yardstick, 2)
+    print(f"fp32 through --server: {served:7.2f} images/s, {served / yardstick:.2f} of the encoder")
+    figures["server_fp32_images_per_s"] = round(served, 2)
+    figures["server_fp32_ratio"] = round(served / yardstick, 2)
+    write_figures("default", figures)
+
+
+if __name__ == "__main__":
+    main()
