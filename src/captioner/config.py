@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     download_backoff_s: float = Field(
         1.0, ge=0, description="First retry delay in seconds; it doubles with each retry."
     )
+    download_deadline_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds for the sources to start sending the model, shared equally among "
+        "them (the vocabulary's and each tarball's): a source silent past its share is given "
+        "up, so sources that never answer cost this much in all. A file that has started "
+        "arriving is not cut off; `download_timeout_s` still catches stalls.",
+    )
 
     # --- serving ------------------------------------------------------------------------
     host: str = Field(

@@ -190,13 +190,18 @@ def _fill(
 
     Each asset is tried from each of its sources even when another asset already failed, so
     one error names every problem, and whatever did arrive stays in ``downloads`` for the
-    next run to resume.
+    next run to resume. Every source has an equal share of ``download_deadline_s`` to start
+    sending its file, so sources that never answer cost that deadline in all, not a
+    timeout (and its retries) each.
     """
     failures: list[AssetError] = []
+    vocab_from_network = VOCAB_FILENAME not in settings.asset_sha512 and vocab_file is None
+    sources = int(vocab_from_network) + (len(settings.download_urls) if from_file is None else 0)
+    answer_within_s = settings.download_deadline_s / max(sources, 1)
     vocab = None
     if VOCAB_FILENAME not in settings.asset_sha512:
         try:
-            vocab = _obtain_vocab(settings, vocab_file, downloads, progress)
+            vocab = _obtain_vocab(settings, vocab_file, downloads, progress, answer_within_s)
         except AssetError as exc:
             failures.append(exc)
             logger.warning("%s", exc)
@@ -204,7 +209,7 @@ def _fill(
         if from_file is not None:
             _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
         else:
-            _download_tarball(settings, downloads, staging, progress)
+            _download_tarball(settings, downloads, staging, progress, answer_within_s)
     except DownloadError as exc:
         failures.extend(exc.failures)
     except AssetError as exc:
@@ -373,7 +378,15 @@ def _fsync(path: Path) -> None:
 # --- sources -----------------------------------------------------------------------------
 
 
-def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: ProgressMode) -> None:
+def _fetch(
+    url: str,
+    part: Path,
+    *,
+    name: str,
+    settings: Settings,
+    progress: ProgressMode,
+    answer_within_s: float,
+) -> None:
     """:func:`captioner.transfer.fetch` with the settings' timeout and retry policy."""
     fetch(
         url,
@@ -382,19 +395,31 @@ def _fetch(url: str, part: Path, *, name: str, settings: Settings, progress: Pro
         timeout_s=settings.download_timeout_s,
         retries=settings.download_retries,
         backoff_s=settings.download_backoff_s,
+        answer_within_s=answer_within_s,
         progress=progress,
     )
 
 
 def _obtain_vocab(
-    settings: Settings, vocab_file: Path | None, downloads: Path, progress: ProgressMode
+    settings: Settings,
+    vocab_file: Path | None,
+    downloads: Path,
+    progress: ProgressMode,
+    answer_within_s: float,
 ) -> Path:
     """Return a verified ``word_counts.txt``: the user's copy or a download."""
     if vocab_file is not None:
         _verify(vocab_file, VOCAB_FILENAME, "sha256", settings.vocab_sha256)
         return vocab_file
     part = _partial_path(downloads, settings.vocab_url)
-    _fetch(settings.vocab_url, part, name=VOCAB_FILENAME, settings=settings, progress=progress)
+    _fetch(
+        settings.vocab_url,
+        part,
+        name=VOCAB_FILENAME,
+        settings=settings,
+        progress=progress,
+        answer_within_s=answer_within_s,
+    )
     try:
         _verify(part, VOCAB_FILENAME, "sha256", settings.vocab_sha256)
     except ChecksumMismatchError:
@@ -404,9 +429,15 @@ def _obtain_vocab(
 
 
 def _download_tarball(
-    settings: Settings, downloads: Path, staging: Path, progress: ProgressMode
+    settings: Settings,
+    downloads: Path,
+    staging: Path,
+    progress: ProgressMode,
+    answer_within_s: float,
 ) -> None:
     """Fill ``staging`` from the first source whose tarball passes every check.
+
+    Each source has ``answer_within_s`` to start sending the tarball.
 
     Raises:
         DownloadError: every source failed; each one's failure is in ``failures``.
@@ -418,7 +449,14 @@ def _download_tarball(
         next_hint = "; trying the next source" if position < len(settings.download_urls) else ""
         part = _partial_path(downloads, url)
         try:
-            _fetch(url, part, name=TARBALL_NAME, settings=settings, progress=progress)
+            _fetch(
+                url,
+                part,
+                name=TARBALL_NAME,
+                settings=settings,
+                progress=progress,
+                answer_within_s=answer_within_s,
+            )
         except AssetError as exc:
             failures.append(exc)
             logger.warning("%s%s", exc, next_hint)

@@ -11,6 +11,10 @@ passes the URL, the file, and the timeout and retry policy. ``http://``, ``https
   network, retrying only delays the answer.
 - Once the source has answered, a transfer that drops or stalls, and 5xx/408/425/429
   answers, are retried with exponential backoff.
+- The caller may give a source a limited time to start sending the file
+  (``answer_within_s``): a source that accepts connections and never answers (a
+  black-holed proxy, a captive portal) then costs that much, not every retry's timeout. A
+  file that has started arriving is never cut off by it; only stalls end it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ _LOG_EVERY_S = 5.0
 # Besides 5xx, the statuses that mean "try again later" rather than "not here".
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 _SCHEMES = ("http", "https", "file")
+_SHORTEST_WAIT_S = 0.01
 
 
 class _TransientError(Exception):
@@ -63,6 +68,7 @@ def fetch(
     timeout_s: float,
     retries: int,
     backoff_s: float,
+    answer_within_s: float | None = None,
     progress: ProgressMode = "auto",
 ) -> None:
     """Download ``url`` into ``part``, resuming what is there; retry transient failures.
@@ -74,52 +80,75 @@ def fetch(
         timeout_s: seconds without data (or without an answer) before giving up a try.
         retries: tries after the first, for transfers that drop or stall, and 5xx answers.
         backoff_s: the first retry delay; it doubles with each retry.
+        answer_within_s: seconds, from this call, for the source to start sending the file;
+            tries and retry delays that would run past it are not made. ``None``: no limit.
+            Once the file has started arriving, only ``timeout_s`` applies.
         progress: how progress is reported.
 
     Raises:
-        AssetError: a permanent failure (unreachable, 4xx, bad URL), or retries exhausted;
-            the message starts with the URL.
+        AssetError: a permanent failure (unreachable, 4xx, bad URL), retries exhausted, or
+            no file within ``answer_within_s``; the message starts with the URL.
         OSError: ``part`` cannot be written (the partial file is removed).
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in _SCHEMES:
         raise AssetError(f"{url}: unsupported URL scheme {scheme!r} (use {', '.join(_SCHEMES)})")
     part.parent.mkdir(parents=True, exist_ok=True)
+    give_up_at = None if answer_within_s is None else time.monotonic() + answer_within_s
     attempts = retries + 1
     reached = False  # once the source has answered, failing to connect is worth a retry too
+    sending = False  # once the file is arriving, the answer limit no longer applies
     for attempt in range(1, attempts + 1):
+        wait_s = timeout_s
+        if give_up_at is not None and not sending:
+            # A retry starts only with time left; the floor covers a sleep that overslept.
+            wait_s = max(min(timeout_s, give_up_at - time.monotonic()), _SHORTEST_WAIT_S)
         try:
-            _fetch_once(url, part, name=name, timeout_s=timeout_s, progress=progress)
+            response, offset = _open(url, part, timeout_s=wait_s)
+            if response is None:
+                return
+            sending = True
+            with response:
+                _set_read_timeout(response, timeout_s)
+                _receive(response, part, offset, name=name, timeout_s=timeout_s, progress=progress)
             return
         except _TransientError as exc:
             unreachable = isinstance(exc, _UnreachableError)
             if unreachable and not reached:
                 raise AssetError(f"{url}: {exc}") from exc
             reached = reached or not unreachable
+            tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
             if attempt == attempts:
-                raise AssetError(f"{url}: {exc} (gave up after {attempts} attempts)") from exc
+                raise AssetError(f"{url}: {exc} (gave up after {tries})") from exc
             delay_s = backoff_s * 2 ** (attempt - 1)
+            if give_up_at is not None and not sending and time.monotonic() + delay_s >= give_up_at:
+                raise AssetError(
+                    f"{url}: {exc} (gave up after {tries}, its {answer_within_s:.3g} s "
+                    "to start sending spent)"
+                ) from exc
             logger.warning(
                 "%s: %s; retry %d of %d in %.1f s", url, exc, attempt, attempts - 1, delay_s
             )
             time.sleep(delay_s)
 
 
-def _fetch_once(
-    url: str, part: Path, *, name: str, timeout_s: float, progress: ProgressMode
-) -> None:
-    """One HTTP request: ask for the bytes after those already in ``part`` and append them."""
+def _open(url: str, part: Path, *, timeout_s: float) -> tuple[http.client.HTTPResponse | None, int]:
+    """Ask for the bytes after those already in ``part``; the answer and where it resumes.
+
+    ``timeout_s`` bounds connecting and waiting for the answer. ``(None, offset)``: the
+    partial file is already whole (the last run stopped after it).
+    """
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
+        response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
             if _content_range(exc.headers.get("Content-Range"))[1] == offset:
-                return  # the partial file is already whole (the last run stopped after it)
+                return None, offset
             part.unlink()
             raise _TransientError("the server cannot resume this file; starting over") from exc
         reason = f"HTTP {exc.code} {exc.reason}"
@@ -130,10 +159,22 @@ def _fetch_once(
         if isinstance(exc.reason, OSError):
             raise _connect_error(exc.reason, url, timeout_s) from exc
         raise AssetError(f"{url}: {exc.reason}") from exc
+    except TimeoutError as exc:  # connected, but no status line
+        raise _TransientError(f"no answer within {timeout_s:.3g} s") from exc
     except (OSError, http.client.HTTPException) as exc:  # while reading the status line
         raise _TransientError(_describe(exc, timeout_s)) from exc
-    with response:
-        _receive(response, part, offset, name=name, timeout_s=timeout_s, progress=progress)
+    return response, offset
+
+
+def _set_read_timeout(response: http.client.HTTPResponse, timeout_s: float) -> None:
+    """Give the body's reads ``timeout_s``, whatever the wait for the answer was limited to.
+
+    urllib keeps the connection's socket only inside the response's file object; a
+    ``file://`` answer has none, and needs none.
+    """
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        sock.settimeout(timeout_s)
 
 
 def _connect_error(exc: OSError, url: str, timeout_s: float) -> _TransientError:
@@ -144,7 +185,7 @@ def _connect_error(exc: OSError, url: str, timeout_s: float) -> _TransientError:
             f"cannot resolve host {host!r} ({exc.strerror or exc}): no network, or no DNS"
         )
     if isinstance(exc, TimeoutError):
-        return _UnreachableError(f"cannot connect to {host!r}: no answer within {timeout_s:g} s")
+        return _UnreachableError(f"cannot connect to {host!r}: no answer within {timeout_s:.3g} s")
     if isinstance(exc, ConnectionRefusedError):
         return _UnreachableError(f"cannot connect to {host!r}: connection refused")
     if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import socket
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
@@ -23,12 +24,13 @@ __all__ = [
     "AssetServer",
     "Assets",
     "Route",
+    "SilentServer",
     "make_assets",
     "snapshot",
     "tar_gz",
 ]
 
-Behaviour = Literal["ok", "missing", "error_first", "drop_first", "stall"]
+Behaviour = Literal["ok", "missing", "error_first", "drop_first", "stall", "pause"]
 
 # The member names of the real assets.tar.gz (docs/pretrained-model.md).
 MEMBER_NAMES = (
@@ -45,12 +47,14 @@ class Route:
 
     ``error_first``: the first ``failures`` requests get a 503. ``drop_first``: the first
     ``failures`` requests announce the full length, send half and hang up. ``stall``: send
-    a few bytes, then nothing until the server stops.
+    a few bytes, then nothing until the server stops. ``pause``: send half, wait
+    ``pause_s``, send the rest (a slow network that never stalls for long).
     """
 
     body: bytes
     behaviour: Behaviour = "ok"
     failures: int = 1
+    pause_s: float = 1.0
 
 
 @dataclass
@@ -137,9 +141,53 @@ def _handler_for(server: AssetServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 server._stopping.wait(30)
                 return
+            if route.behaviour == "pause":
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                server._stopping.wait(route.pause_s)
+                payload = payload[len(payload) // 2 :]
             self.wfile.write(payload)
 
     return Handler
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers.
+
+    What a black-holed proxy or a captive portal looks like to a client: the connection
+    succeeds at once, then nothing. ``accepted`` counts the connections; ``stop()`` when done.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.02)
+        self._connections: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self._connections)
+
+    def url(self, path: str) -> str:
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}{path}"
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        for connection in self._connections:
+            connection.close()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._connections.append(connection)  # held open, never read or written
 
 
 def _range_start(header: str | None) -> int | None:

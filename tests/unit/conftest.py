@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support.http_fixtures import Assets, AssetServer, make_assets
+from support.http_fixtures import Assets, AssetServer, SilentServer, make_assets
 
 
 @pytest.fixture
@@ -16,6 +16,13 @@ def server() -> Iterator[AssetServer]:
     asset_server = AssetServer()
     yield asset_server
     asset_server.stop()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    silent_server = SilentServer()
+    yield silent_server
+    silent_server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from captioner.download import install_model
 from captioner.errors import (
     AssetError,
+    DownloadError,
 )
 from support.downloads import (
     assert_installed,
@@ -24,6 +25,7 @@ from support.http_fixtures import (
     Assets,
     AssetServer,
     Route,
+    SilentServer,
     snapshot,
 )
 
@@ -91,6 +93,66 @@ def test_stalled_server_times_out(server: AssetServer, assets: Assets, model_dir
     assert time.monotonic() - started < 3
     assert snapshot(model_dir) == before
     assert_no_work_left(model_dir)
+
+
+def test_sources_that_never_answer_fail_within_the_deadline(
+    silent: SilentServer, server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    # Four tarball sources and the vocabulary's accept the connection and never answer.
+    tarballs = [silent.url(f"/mirror-{n}/assets.tar.gz") for n in range(4)]
+    settings = settings_for(
+        server,
+        model_dir,
+        assets,
+        download_urls=tarballs,
+        vocab_url=silent.url("/word_counts.txt"),
+        download_timeout_s=30.0,
+        download_retries=4,
+        download_deadline_s=2.0,
+    )
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as caught:
+        install_model(settings, progress="off")
+    assert time.monotonic() - started < 2.0 + 1.0
+    message = str(caught.value)
+    for url in [silent.url("/word_counts.txt"), *tarballs]:
+        assert message.count(url) == 1, message
+    assert message.count("no answer within 0.4 s") == 5
+    assert silent.accepted == 5  # every source was asked, none twice
+    assert snapshot(model_dir) == {}
+
+
+def test_a_silent_source_leaves_time_for_the_next(
+    silent: SilentServer, server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    serve(server, assets)
+    sources = [silent.url("/assets.tar.gz"), server.url("/assets.tar.gz")]
+    settings = settings_for(
+        server,
+        model_dir,
+        assets,
+        download_urls=sources,
+        download_timeout_s=30.0,
+        download_deadline_s=1.5,
+    )
+    started = time.monotonic()
+    install_model(settings, progress="off")
+    assert time.monotonic() - started < 1.5 + 1.0
+    assert_installed(model_dir, assets)
+
+
+def test_a_slow_file_is_not_cut_off_by_the_deadline(
+    server: AssetServer, assets: Assets, model_dir: Path
+) -> None:
+    # The deadline is for starting to send: a file arriving with pauses longer than a
+    # source's share, but shorter than the stall timeout, is received in one request.
+    serve(server, assets, Route(assets.tarball, "pause", pause_s=0.6))
+    settings = settings_for(
+        server, model_dir, assets, download_timeout_s=5.0, download_deadline_s=0.4
+    )
+    install_model(settings, progress="off")
+    assert_installed(model_dir, assets)
+    assert server.paths_requested().count("/assets.tar.gz") == 1
 
 
 def test_log_progress_says_size_percent_and_rate(

@@ -1,10 +1,11 @@
 // The page: images in, captions out. Wires the server's API to the gallery, the detail
 // view, the word filter and the downloads.
-import { getJSON, postImage } from "./api.js";
+import { getJSON, onKeyEntered, postImage, requestKey, setKeyPrompt } from "./api.js";
 import { DetailView } from "./detail.js";
 import { download, toCSV, toJSON } from "./export.js";
 import { formatBytes, sentence } from "./format.js";
 import { Gallery, isPending } from "./gallery.js";
+import { KeyPrompt } from "./key.js";
 import { Scheduler } from "./scheduler.js";
 import { hasWord, rankWords } from "./words.js";
 
@@ -28,6 +29,7 @@ const state = {
   items: new Map(), // id -> item, in the order added
   nextId: 1,
   word: null, // the word the gallery is filtered by
+  waitingForKey: new Set(), // the polls stopped by a 401, run again once a key is entered
 };
 
 const scheduler = new Scheduler(captionItem, 2);
@@ -50,8 +52,30 @@ const detail = new DetailView($("#detail"), {
 
 // --- the server --------------------------------------------------------------------------
 
+const keyPrompt = new KeyPrompt($("#key-dialog"));
+setKeyPrompt((wrongKey) => keyPrompt.ask(wrongKey));
+onKeyEntered(() => {
+  const stopped = [...state.waitingForKey];
+  state.waitingForKey.clear();
+  for (const poll of stopped) poll();
+});
+
+/** The server wants a key the page does not have: say so, and stop `poll` until one comes. */
+function waitForKey(poll) {
+  state.waitingForKey.add(poll);
+  setModelStatus("offline", "API key needed");
+  showNotice("error", "This server needs an API key to caption images.", {
+    label: "Enter API key",
+    run: () => requestKey(),
+  });
+}
+
 async function loadLimits() {
   const answer = await getJSON("limits");
+  if (answer.status === 401) {
+    waitForKey(loadLimits);
+    return;
+  }
   if (answer.status !== 200) {
     setTimeout(loadLimits, 5000);
     return;
@@ -70,6 +94,10 @@ async function watchModel() {
     const metadata = await getJSON("model/metadata");
     if (metadata.status === 200) {
       showModel(metadata.body);
+      return;
+    }
+    if (metadata.status === 401) {
+      waitForKey(watchModel);
       return;
     }
   }
@@ -112,9 +140,18 @@ function setModelStatus(kind, text) {
   $("#model-text").textContent = text;
 }
 
-function showNotice(kind, text) {
+/**
+ * @param {string} kind  info, warning or error.
+ * @param {string} text
+ * @param {{label: string, run: () => void} | null} action  A button under the text.
+ */
+function showNotice(kind, text, action = null) {
   $("#notice").dataset.kind = kind;
   $("#notice-text").textContent = text;
+  const button = $("#notice-action");
+  button.hidden = action === null;
+  button.textContent = action?.label ?? "";
+  button.onclick = action?.run ?? null;
   $("#notice").hidden = false;
 }
 
@@ -231,6 +268,8 @@ function failure(answer) {
       return ["The server cannot be reached. Is it still running?", true];
     case 400:
       return [`The server cannot caption this file: ${said || "it is unreadable"}.`, false];
+    case 401:
+      return ["The server needs an API key. Choose Try again to enter it.", true];
     case 413:
       return [`Too large: ${said || "the server refused the upload"}.`, false];
     case 503:
