@@ -18,9 +18,11 @@ import pytest
 from captioner.client import BadImageError, Client, ImageResult, InvalidParameterError
 from captioner.config import Settings
 from captioner.engine import Captioner
+from captioner.loading import load_engine
 from client.calls import open_client
 from client.conftest import Server
 from support.api_helpers import demo_server
+from support.captions import captions_of
 from web.scenes import SCENES, scene_png
 
 pytestmark = pytest.mark.slow
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def engine() -> Captioner:
     """The demo model in this process: what the server's captions must equal."""
-    return Captioner.from_settings(Settings(model="demo"))
+    return load_engine(Settings(model="demo"))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def assert_engines_captions(
     result: ImageResult, image: bytes, engine: Captioner, beam_size: int = 3
 ) -> None:
     assert result.ok, result.error
-    (expected,) = engine.caption([image], beam_size=beam_size)  # the server's max_length: 20
+    (expected,) = captions_of(engine, [image], beam_size=beam_size)  # the server's max_length
     assert [c.text for c in result.captions] == [c.text for c in expected]
     np.testing.assert_allclose(
         [c.logprob for c in result.captions], [c.logprob for c in expected], rtol=1e-4
