@@ -456,6 +456,7 @@ def download(
 @_setting_option("--drain-timeout-s", type=click.FloatRange(0))
 @_setting_option("--shutdown-timeout-s", type=click.IntRange(1))
 @_setting_option("--max-upload-bytes", type=click.IntRange(1))
+@_setting_option("--max-batch-upload-bytes", type=click.IntRange(1))
 @_setting_option("--max-pending-upload-bytes", type=click.IntRange(1))
 @_setting_option("--max-decoding-pixels", type=click.IntRange(1))
 @_setting_option("--header-timeout-s", type=click.FloatRange(0, min_open=True))

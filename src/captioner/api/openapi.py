@@ -125,20 +125,22 @@ def _describe_images(body: JSON, settings: Settings) -> None:
     field = body.get("properties", {}).get("image")
     if field is None:
         return
-    limits = (
-        f"JPEG, PNG, GIF, BMP, WebP or TIFF, judged by the bytes; the whole request body at "
-        f"most {settings.max_upload_bytes} bytes, an image at most "
-        f"{settings.max_image_pixels} pixels (larger: 413)."
-    )
+    kinds = "JPEG, PNG, GIF, BMP, WebP or TIFF, judged by the bytes"
+    pixels = f"at most {settings.max_image_pixels:,} pixels"
     if field.get("type") == "array":
         field["minItems"] = 1
         field["maxItems"] = settings.max_files_per_batch_request
         field["description"] = (
             f"1 to {settings.max_files_per_batch_request} images, each a part named image: "
-            + limits
+            f"{kinds}; each at most {settings.max_upload_bytes:,} bytes and {pixels}, the "
+            f"whole request body at most {settings.max_batch_upload_bytes:,} bytes (larger: "
+            "413, for the image or for the request)."
         )
     else:
-        field["description"] = "The image: " + limits
+        field["description"] = (
+            f"The image: {kinds}; the whole request body at most "
+            f"{settings.max_upload_bytes:,} bytes, the image {pixels} (larger: 413)."
+        )
 
 
 def _resolve(schema: JSON, schemas: JSON) -> JSON:

@@ -83,7 +83,12 @@ class ServerLimits(BaseModel):
     """
 
     max_upload_bytes: int = Field(
-        description="Largest request body in bytes, multipart framing included; larger: 413."
+        description="Largest image in bytes: the whole body of POST /model/predict (multipart "
+        "framing included), and each image of a batch request; larger: 413."
+    )
+    max_batch_upload_bytes: int = Field(
+        description="Largest body of POST /model/predict/batch in bytes, all its images and "
+        "their framing together; larger: 413."
     )
     max_image_pixels: int = Field(description="Largest decoded image, width x height; larger: 413.")
     max_files_per_batch_request: int = Field(
