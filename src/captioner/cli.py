@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from captioner.beam_search import MIN_MAX_LENGTH
 from captioner.errors import CaptionerError
 from captioner.training.config import TrainingConfig
 
@@ -121,7 +122,7 @@ _MODEL_OPTIONS = (
     ),
     click.option(
         "--max-length",
-        type=click.IntRange(1, 100),
+        type=click.IntRange(MIN_MAX_LENGTH, 100),
         default=20,
         show_default=True,
         help="Longest caption in tokens, counting the start and end tokens <S> and </S>: "

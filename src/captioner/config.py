@@ -19,6 +19,7 @@ from captioner.assets import (
     ModelFiles,
     model_files_in,
 )
+from captioner.beam_search import MIN_MAX_LENGTH
 from captioner.errors import ConfigurationError
 
 __all__ = [
@@ -236,11 +237,13 @@ class Settings(BaseSettings):
     )
     max_beam_size: int = Field(10, ge=1, description="Largest `beam_size` a request may ask.")
     default_max_length: int = Field(
-        20, ge=1, description="`max_length` when a request gives none (the original's 20)."
+        20,
+        ge=MIN_MAX_LENGTH,
+        description="`max_length` when a request gives none (the original's 20).",
     )
     max_max_length: int = Field(
         50,
-        ge=1,
+        ge=MIN_MAX_LENGTH,
         description="Largest `max_length` a request may ask (`max_length`: the longest caption "
         "in tokens, counting `<S>` and `</S>`).",
     )

@@ -127,14 +127,14 @@ async def test_query_parameters_reach_the_engine(
 ) -> None:
     response = await client.post(
         "/model/predict",
-        params={"beam_size": 5, "max_length": 2},
+        params={"beam_size": 5, "max_length": 3},
         files={"image": ("a.png", png_bytes("cyan"), "image/png")},
     )
     assert response.status_code == 200
     predictions = response.json()["predictions"]
     assert len(predictions) == 5
-    assert all(len(p["caption"].split()) <= 2 for p in predictions)
-    assert fake.calls[-1][1:] == (5, 2)
+    assert all(len(p["caption"].split()) <= 3 for p in predictions)
+    assert fake.calls[-1][1:] == (5, 3)
 
 
 async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: FakeEngine) -> None:
@@ -149,6 +149,7 @@ async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: Fake
         ({"beam_size": 11}, "beam_size"),  # max_beam_size is 10
         ({"beam_size": "three"}, "beam_size"),
         ({"max_length": 0}, "max_length"),
+        ({"max_length": 2}, "max_length"),  # <S> and </S>: no room for a word
         ({"max_length": 51}, "max_length"),  # max_max_length is 50
         ({"max_length": 2.5}, "max_length"),
     ],
@@ -166,6 +167,23 @@ async def test_out_of_range_parameters_are_400_in_max_shape(
     assert body["message"] == "Input payload validation failed"
     assert body["status"] == "error"
     assert list(body["errors"]) == [field]
+    assert fake.calls == []
+
+
+async def test_a_max_length_too_short_for_a_word_names_the_minimum(
+    client: httpx.AsyncClient, fake: FakeEngine
+) -> None:
+    response = await client.post(
+        "/model/predict",
+        params={"max_length": 2},
+        files={"image": ("a.png", png_bytes("red"), "image/png")},
+    )
+    assert response.json()["errors"] == {"max_length": "max_length must be between 3 and 50, got 2"}
+    limits = (await client.get("/limits")).json()
+    document = (await client.get("/openapi.json")).json()
+    parameters = document["paths"]["/model/predict"]["post"]["parameters"]
+    (schema,) = [p["schema"] for p in parameters if p["name"] == "max_length"]
+    assert limits["min_max_length"] == schema["minimum"] == 3
     assert fake.calls == []
 
 
@@ -474,7 +492,7 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
         assert schemas["beam_size"] == {"type": "integer", "minimum": 1, "maximum": 7, "default": 2}
         assert schemas["max_length"] == {
             "type": "integer",
-            "minimum": 1,
+            "minimum": 3,
             "maximum": 30,
             "default": 20,
         }

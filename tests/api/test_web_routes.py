@@ -160,6 +160,7 @@ async def test_limits_are_the_server_settings_and_answer_while_loading(tmp_path:
         "max_files_per_batch_request": 5,
         "default_beam_size": 2,
         "max_beam_size": 7,
+        "min_max_length": 3,
         "default_max_length": 15,
         "max_max_length": 40,
         "max_batch_size": 4,
