@@ -65,7 +65,8 @@ def _metadata_for(info: ModelInfo) -> ModelMetadata:
                 f"large one ({info.vocab_size}-word vocabulary with <UNK>, step "
                 f"{info.global_step}). It knows only such scenes: on a photo, or on two shapes "
                 "of about the same size, it answers confidently and wrongly. "
-                "Not the pretrained MAX model."
+                "Not the pretrained MAX model: start the server without --model demo "
+                "(or CAPTIONER_MODEL=demo) to caption photos with it."
             ),
             type="Image-to-Text Translation",
             source="bundled with captioner",
