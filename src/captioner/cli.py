@@ -503,6 +503,12 @@ def serve(**options: Any) -> None:
 # --- training and evaluation ---------------------------------------------------------
 
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+# Phase 1 alone never changes the encoder: without a trained one to start from, the decoder
+# would learn captions from the features of random weights.
+_RANDOM_ENCODER_WARNING = (
+    "warning: without --init-from the encoder keeps its random initial weights unless "
+    "--full-steps trains it; add --init-from im2txt (or demo, a checkpoint) or --full-steps N"
+)
 
 
 def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
@@ -647,6 +653,8 @@ def train(
             config = TrainingConfig(**options)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
+        if config.init_from is None and config.full_steps == 0:
+            click.echo(_RANDOM_ENCODER_WARNING, err=True)
 
     level = _settings(log_level=log_level).log_level
     _show_package_logs(level)
