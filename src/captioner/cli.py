@@ -748,8 +748,10 @@ def evaluate(
     references, after the training tokenisation.
     """
     from captioner.training.dataset import read_dataset
+    from captioner.training.evaluate import bleu_scorer
     from captioner.training.evaluate import evaluate as run_evaluation
 
+    bleu_scorer()  # sacrebleu is an extra: say so before loading (or downloading) a model
     engine = _load_model(**model)
     examples = read_dataset(data, images, on_error)  # type: ignore[arg-type]
     result = run_evaluation(
