@@ -70,8 +70,9 @@ ARG VOCAB_URL=""
 ARG ASSET_SHA512=""
 ARG VOCAB_SHA256=""
 # Empty values fall back to the built-in sources and digests (Settings ignores empty
-# variables). The installer stages the model in a private (0700) directory; the server's
-# uid must read it, and nobody write it.
+# variables). The installer creates the model's files with the build's umask (readable by
+# all under the usual 022); the chmod makes sure, whatever the umask, that the server's uid
+# can read them and nobody can write them.
 RUN CAPTIONER_DOWNLOAD_URLS="${DOWNLOAD_URLS}" CAPTIONER_VOCAB_URL="${VOCAB_URL}" \
         CAPTIONER_ASSET_SHA512="${ASSET_SHA512}" CAPTIONER_VOCAB_SHA256="${VOCAB_SHA256}" \
         /opt/captioner/bin/captioner download --quiet --dest /model \

@@ -3,10 +3,14 @@ checkpoint, its memory (Linux ``/proc``), the images to send, one median and one
 and the figures file each script writes (:func:`write_figures`).
 
 Used by ``bench_server.py``, ``bench_caption.py``, ``bench_bf16_ways.py``,
-``bench_collection.py``, ``bench_ray.py``, ``burst.py``, ``soak.py``, ``deploy_footprint.py``
-and ``precision_accuracy.py``; ``figures.py`` reads
-what they write. Not a script itself: Python puts this directory first on ``sys.path`` when
-it runs a script from here, so ``import loadkit`` finds it.
+``bench_collection.py``, ``bench_ray.py``, ``bench_alt_text.py``, ``burst.py``, ``soak.py``,
+``deploy_footprint.py`` and ``precision_accuracy.py``; ``figures.py`` reads what they write.
+Every percentile (p50, p90, p99) is :func:`percentile`'s (nearest rank), every median of
+repeated measurements :func:`statistics.median`'s, so a figure of one script means what it
+means in another.
+
+Not a script itself: Python puts this directory first on ``sys.path`` when it runs a script
+from here, so ``import loadkit`` finds it.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from captioner.testing import write_full_size_checkpoint
 from captioner.training.dataset import read_dataset
 from captioner.training.evaluate import evaluate
 from captioner.training.shapes import write_dataset
-from loadkit import write_figures
+from loadkit import percentile, write_figures
 
 
 def top_captions(captioner: Captioner, pixels: np.ndarray) -> list[tuple[str, float]]:
@@ -63,7 +63,7 @@ def spread(same: float, deltas: np.ndarray) -> dict[str, float]:
         "top_same_pct": round(100 * same, 1),
         "images": len(deltas),
         "logprob_delta_median": round(float(np.median(magnitude)), 4),
-        "logprob_delta_p90": round(float(np.percentile(magnitude, 90)), 4),
+        "logprob_delta_p90": round(percentile(magnitude.tolist(), 0.9), 4),
         "logprob_delta_max": round(float(magnitude.max()), 4),
         "logprob_delta_mean_signed": round(float(deltas.mean()), 4),
     }

@@ -7,6 +7,7 @@
 - Importing the CLI or the app does not load TensorFlow (fast ``--help``, light API tests).
 - ``captioner.client`` (the client of servers) uses only the light records and errors of
   the package: no TensorFlow, no NumPy, no server code.
+- No two modules import each other.
 """
 
 from __future__ import annotations
@@ -106,3 +107,16 @@ def test_public_api_is_sorted_and_complete() -> None:
     assert captioner.__all__ == sorted(captioner.__all__)
     for name in captioner.__all__:
         assert getattr(captioner, name) is not None
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """A pair of modules that import each other (even for type checking only) is one
+    module in two files: records both need belong in a third (``training/scene.py``)."""
+    imports = {_module_name(path).removesuffix(".__init__"): _imports(path) for path in MODULES}
+    pairs = sorted(
+        (name, other)
+        for name, used in imports.items()
+        for other in used
+        if other in imports and name < other and name in imports[other]
+    )
+    assert pairs == []

@@ -29,6 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+# The shortest max_length that can hold a word: <S>, one word, </S>. Below it every caption
+# is empty, so the engine, the server and the command line refuse it rather than answer "".
+MIN_MAX_LENGTH = 3
+
 if TYPE_CHECKING:
     import tensorflow as tf
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from captioner.beam_search import MIN_MAX_LENGTH
 from captioner.errors import CaptionerError
 from captioner.training.config import TrainingConfig
 
@@ -122,7 +123,7 @@ _MODEL_OPTIONS = (
     ),
     click.option(
         "--max-length",
-        type=click.IntRange(1, 100),
+        type=click.IntRange(MIN_MAX_LENGTH, 100),
         default=20,
         show_default=True,
         help="Longest caption in tokens, counting the start and end tokens <S> and </S>: "
@@ -638,6 +639,7 @@ def download(
 @_setting_option("--drain-timeout-s", type=click.FloatRange(0))
 @_setting_option("--shutdown-timeout-s", type=click.IntRange(1))
 @_setting_option("--max-upload-bytes", type=click.IntRange(1))
+@_setting_option("--max-batch-upload-bytes", type=click.IntRange(1))
 @_setting_option("--max-pending-upload-bytes", type=click.IntRange(1))
 @_setting_option("--max-decoding-pixels", type=click.IntRange(1))
 @_setting_option("--header-timeout-s", type=click.FloatRange(0, min_open=True))
@@ -683,6 +685,12 @@ def serve(**options: Any) -> None:
 # --- training and evaluation ---------------------------------------------------------
 
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+# Phase 1 alone never changes the encoder: without a trained one to start from, the decoder
+# would learn captions from the features of random weights.
+_RANDOM_ENCODER_WARNING = (
+    "warning: without --init-from the encoder keeps its random initial weights unless "
+    "--full-steps trains it; add --init-from im2txt (or demo, a checkpoint) or --full-steps N"
+)
 
 
 def _train_option(name: str, type_: Any, help_text: str) -> Callable[[F], F]:
@@ -827,6 +835,8 @@ def train(
             config = TrainingConfig(**options)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
+        if config.init_from is None and config.full_steps == 0:
+            click.echo(_RANDOM_ENCODER_WARNING, err=True)
 
     level = _settings(log_level=log_level).log_level
     _show_package_logs(level)
@@ -920,8 +930,10 @@ def evaluate(
     references, after the training tokenisation.
     """
     from captioner.training.dataset import read_dataset
+    from captioner.training.evaluate import bleu_scorer
     from captioner.training.evaluate import evaluate as run_evaluation
 
+    bleu_scorer()  # sacrebleu is an extra: say so before loading (or downloading) a model
     engine = _load_model(**model)
     examples = read_dataset(data, images, on_error)  # type: ignore[arg-type]
     result = run_evaluation(

@@ -19,6 +19,7 @@ from captioner.assets import (
     ModelFiles,
     model_files_in,
 )
+from captioner.beam_search import MIN_MAX_LENGTH
 from captioner.errors import ConfigurationError
 
 __all__ = [
@@ -165,7 +166,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         10 * 1024 * 1024,
         ge=1,
-        description="Largest request body in bytes (413 beyond; a batch request's whole body).",
+        description="Largest image upload in bytes: the whole body of a `POST /model/predict`, "
+        "and each image of a batch request (413 beyond).",
+    )
+    max_batch_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Largest body of a batch request (`POST /model/predict/batch`) in bytes, "
+        "all its images together (413 beyond). Unless set, at least `max_upload_bytes`.",
     )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Images declaring more pixels get 413, before decoding."
@@ -181,8 +189,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Memory budget for uploads: most request-body bytes held at once, over all "
         "requests being received or waiting for their captions (a body without "
-        "`Content-Length` counts as `max_upload_bytes`). A request that does not fit gets "
-        "503 + `Retry-After` before its body is read. Unless set, at least `max_upload_bytes`.",
+        "`Content-Length` counts as its route's limit). A request that does not fit gets "
+        "503 + `Retry-After` before its body is read. Unless set, at least "
+        "`max_batch_upload_bytes`.",
     )
     max_decoding_pixels: int | None = Field(
         None,
@@ -236,11 +245,13 @@ class Settings(BaseSettings):
     )
     max_beam_size: int = Field(10, ge=1, description="Largest `beam_size` a request may ask.")
     default_max_length: int = Field(
-        20, ge=1, description="`max_length` when a request gives none (the original's 20)."
+        20,
+        ge=MIN_MAX_LENGTH,
+        description="`max_length` when a request gives none (the original's 20).",
     )
     max_max_length: int = Field(
         50,
-        ge=1,
+        ge=MIN_MAX_LENGTH,
         description="Largest `max_length` a request may ask (`max_length`: the longest caption "
         "in tokens, counting `<S>` and `</S>`).",
     )
@@ -289,14 +300,21 @@ class Settings(BaseSettings):
             self.max_files_per_batch_request = min(
                 self.max_files_per_batch_request, self.max_queue_size
             )
+        if "max_batch_upload_bytes" not in given:  # room for one image, within the budget
+            ceiling = self.max_batch_upload_bytes
+            if "max_pending_upload_bytes" in given:
+                ceiling = min(ceiling, self.max_pending_upload_bytes)
+            self.max_batch_upload_bytes = max(ceiling, self.max_upload_bytes)
         if "max_pending_upload_bytes" not in given:  # else a full upload would never fit
             self.max_pending_upload_bytes = max(
-                self.max_pending_upload_bytes, self.max_upload_bytes
+                self.max_pending_upload_bytes, self.max_batch_upload_bytes
             )
         for low, high in (
             ("default_beam_size", "max_beam_size"),  # a default a request may ask for
             ("default_max_length", "max_max_length"),
             ("max_upload_bytes", "max_pending_upload_bytes"),
+            ("max_upload_bytes", "max_batch_upload_bytes"),
+            ("max_batch_upload_bytes", "max_pending_upload_bytes"),
             ("max_files_per_batch_request", "max_queue_size"),
             ("max_image_pixels", "max_decoding_pixels"),  # else the largest never decodes
         ):

@@ -23,6 +23,7 @@ import os
 import secrets
 import shlex
 import shutil
+import sys
 import tarfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -50,6 +51,7 @@ __all__ = ["ensure_model", "install_model"]
 logger = logging.getLogger(__name__)
 
 TARBALL_NAME = "assets.tar.gz"
+_MODEL_COMMANDS = ("caption", "serve", "evaluate")  # the commands that take --model
 
 
 # --- public entry points -----------------------------------------------------------------
@@ -203,8 +205,8 @@ def _fill(
         try:
             vocab = _obtain_vocab(settings, vocab_file, downloads, progress, answer_within_s)
         except AssetError as exc:
-            failures.append(exc)
-            logger.warning("%s", exc)
+            failures.append(exc)  # told once, in the error below
+            logger.debug("%s", exc)
     try:
         if from_file is not None:
             _extract_verified(from_file, staging, settings.asset_sha512, label=from_file)
@@ -246,8 +248,8 @@ def _ways_out(dest: Path) -> str:
     where = shlex.quote(str(dest))
     return (
         "Ways out:\n"
-        "  - the bundled demo model needs no network (it knows coloured shapes only): add "
-        "`--model demo` to the command, as in `captioner serve --model demo`\n"
+        "  - the bundled demo model needs no network (it knows coloured shapes only): "
+        f"{_demo_hint()}\n"
         "  - download where the network allows: "
         f"`captioner download --dest {where}`\n"
         "  - install copies of the files you already have: "
@@ -258,6 +260,28 @@ def _ways_out(dest: Path) -> str:
         "CAPTIONER_VOCAB_URL=https://mirror.example/word_counts.txt\n"
         "  - use a checkpoint you have: --checkpoint DIR_OR_PREFIX --vocab word_counts.txt"
     )
+
+
+def _demo_hint() -> str:
+    """How to run the command that failed with the demo model: that very command line when
+    it is the ``captioner`` program, else the setting."""
+    program, *args = sys.argv or [""]
+    command = args[0] if args else ""
+    if Path(program).name not in ("captioner", "__main__.py") or command not in _MODEL_COMMANDS:
+        return (
+            "`--model demo` on `captioner caption`, `serve` or `evaluate`; "
+            'CAPTIONER_MODEL=demo, or `Settings(model="demo")` from Python'
+        )
+    kept: list[str] = []
+    skip = False
+    for arg in args[1:]:
+        if skip or arg.startswith("--model="):
+            skip = False
+            continue
+        skip = arg == "--model"
+        if not skip:
+            kept.append(arg)
+    return f"`{shlex.join(['captioner', command, '--model', 'demo', *kept])}`"
 
 
 def _missing_ancestors(directory: Path) -> list[Path]:
@@ -445,8 +469,7 @@ def _download_tarball(
     if not settings.download_urls:
         raise AssetError("no tarball sources: set CAPTIONER_DOWNLOAD_URLS or pass --url")
     failures: list[AssetError] = []
-    for position, url in enumerate(settings.download_urls, start=1):
-        next_hint = "; trying the next source" if position < len(settings.download_urls) else ""
+    for url in settings.download_urls:
         part = _partial_path(downloads, url)
         try:
             _fetch(
@@ -459,18 +482,23 @@ def _download_tarball(
             )
         except AssetError as exc:
             failures.append(exc)
-            logger.warning("%s%s", exc, next_hint)
+            logger.debug("%s", exc)
             continue
         try:
             _extract_verified(part, staging, settings.asset_sha512, label=url)
-            return
         except AssetError as exc:
             part.unlink()  # wrong bytes: a later resume must not build on them
             _remove(staging)
             staging.mkdir()
             failures.append(exc)
             exc.source = url
-            logger.warning("%s: rejected: %s%s", url, exc, next_hint)
+            logger.debug("%s", exc)
+            continue
+        # Each failed source is told once: here when a later one served the model, else in
+        # the error that lists them all.
+        for failure in failures:
+            logger.warning("%s (a later source served the model: %s)", failure, url)
+        return
     raise DownloadError(failures, ways_out="")
 
 

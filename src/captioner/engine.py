@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from captioner.assets import DEMO_MODEL_DIR
-from captioner.beam_search import beam_search
+from captioner.beam_search import MIN_MAX_LENGTH, beam_search
 from captioner.checkpoint import Im2txtWeights, load_checkpoint
 from captioner.decoder import Decoder
 from captioner.encoder import ConvWeights, FoldedConvOps
@@ -213,7 +213,7 @@ class Captioner:
             pixels: float32 ``[B, 299, 299, 3]`` in [-1, 1].
             beam_size: captions kept per beam set, 1 or more (at most the vocabulary rows).
             max_length: longest caption in tokens, counting ``<S>`` and ``</S>`` (at most
-                ``max_length - 2`` words of text), 1 or more.
+                ``max_length - 2`` words of text), ``MIN_MAX_LENGTH`` or more.
 
         Returns:
             For each image, up to ``beam_size`` captions, best first.
@@ -314,9 +314,11 @@ class Captioner:
                 f"rows), got {beam_size}",
                 field="beam_size",
             )
-        if max_length < 1:
+        if max_length < MIN_MAX_LENGTH:
             raise InvalidRequestError(
-                f"max_length must be at least 1, got {max_length}", field="max_length"
+                f"max_length must be at least {MIN_MAX_LENGTH} (<S>, a word, </S>), got "
+                f"{max_length}",
+                field="max_length",
             )
 
     def _search(self, beam_size: int, max_length: int) -> Any:

@@ -127,14 +127,14 @@ async def test_query_parameters_reach_the_engine(
 ) -> None:
     response = await client.post(
         "/model/predict",
-        params={"beam_size": 5, "max_length": 2},
+        params={"beam_size": 5, "max_length": 3},
         files={"image": ("a.png", png_bytes("cyan"), "image/png")},
     )
     assert response.status_code == 200
     predictions = response.json()["predictions"]
     assert len(predictions) == 5
-    assert all(len(p["caption"].split()) <= 2 for p in predictions)
-    assert fake.calls[-1][1:] == (5, 2)
+    assert all(len(p["caption"].split()) <= 3 for p in predictions)
+    assert fake.calls[-1][1:] == (5, 3)
 
 
 async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: FakeEngine) -> None:
@@ -149,6 +149,7 @@ async def test_defaults_come_from_settings(client: httpx.AsyncClient, fake: Fake
         ({"beam_size": 11}, "beam_size"),  # max_beam_size is 10
         ({"beam_size": "three"}, "beam_size"),
         ({"max_length": 0}, "max_length"),
+        ({"max_length": 2}, "max_length"),  # <S> and </S>: no room for a word
         ({"max_length": 51}, "max_length"),  # max_max_length is 50
         ({"max_length": 2.5}, "max_length"),
     ],
@@ -169,6 +170,23 @@ async def test_out_of_range_parameters_are_400_in_max_shape(
     assert fake.calls == []
 
 
+async def test_a_max_length_too_short_for_a_word_names_the_minimum(
+    client: httpx.AsyncClient, fake: FakeEngine
+) -> None:
+    response = await client.post(
+        "/model/predict",
+        params={"max_length": 2},
+        files={"image": ("a.png", png_bytes("red"), "image/png")},
+    )
+    assert response.json()["errors"] == {"max_length": "max_length must be between 3 and 50, got 2"}
+    limits = (await client.get("/limits")).json()
+    document = (await client.get("/openapi.json")).json()
+    parameters = document["paths"]["/model/predict"]["post"]["parameters"]
+    (schema,) = [p["schema"] for p in parameters if p["name"] == "max_length"]
+    assert limits["min_max_length"] == schema["minimum"] == 3
+    assert fake.calls == []
+
+
 async def test_upload_over_declared_limit_is_413(tmp_path: Path, fake: FakeEngine) -> None:
     app = create_app(make_settings(tmp_path, max_upload_bytes=1000), engine=fake)
     async with serving(app) as client:
@@ -179,9 +197,62 @@ async def test_upload_over_declared_limit_is_413(tmp_path: Path, fake: FakeEngin
         assert response.status_code == 413
         assert response.json() == {
             "status": "error",
-            "message": "the upload is larger than the limit of 1000 bytes",
+            "message": "the upload is larger than the limit of 1,000 bytes for one image: "
+            "send a smaller image, or raise the server's max_upload_bytes "
+            "(CAPTIONER_MAX_UPLOAD_BYTES)",
         }
         assert fake.preprocessed == 0
+
+
+async def test_a_batch_request_holds_several_images_each_up_to_the_image_limit(
+    tmp_path: Path, fake: FakeEngine
+) -> None:
+    """Three images of 0.8 of the one-image limit fit in a batch request; an image over the
+    limit gets its own 413 there, the others are still captioned."""
+    settings = make_settings(tmp_path, max_upload_bytes=10_000, max_batch_upload_bytes=50_000)
+    app = create_app(settings, engine=fake)
+    near_limit = png_bytes("red") + b"\0" * 8_000
+    too_big = png_bytes("blue") + b"\0" * 12_000
+    files = [("image", (f"{i}.png", near_limit, "image/png")) for i in range(3)]
+    async with serving(app) as client:
+        three = await client.post("/model/predict/batch", files=files)
+        mixed = await client.post(
+            "/model/predict/batch",
+            files=[files[0], ("image", ("big.png", too_big, "image/png"))],
+        )
+    assert three.status_code == 200
+    assert [r["status"] for r in three.json()["results"]] == ["ok", "ok", "ok"]
+    assert mixed.status_code == 200
+    ok, refused = mixed.json()["results"]
+    assert ok["status"] == "ok"
+    assert refused == {
+        "index": "1",
+        "filename": "big.png",
+        "status": "error",
+        "code": 413,
+        "message": "the image is larger than the limit of 10,000 bytes (9.77 KiB) for one "
+        "image: send a smaller image, or raise the server's max_upload_bytes "
+        "(CAPTIONER_MAX_UPLOAD_BYTES)",
+    }
+    assert fake.preprocessed == 4  # the image over its limit never reached the engine
+
+
+async def test_a_batch_request_over_its_total_says_to_send_fewer_images(
+    tmp_path: Path, fake: FakeEngine
+) -> None:
+    settings = make_settings(tmp_path, max_upload_bytes=10_000, max_batch_upload_bytes=20_000)
+    app = create_app(settings, engine=fake)
+    image = png_bytes("red") + b"\0" * 8_000
+    files = [("image", (f"{i}.png", image, "image/png")) for i in range(3)]
+    async with serving(app) as client:
+        response = await client.post("/model/predict/batch", files=files)
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        "the batch request is larger than the limit of 20,000 bytes (19.5 KiB) for all its "
+        "images together: send fewer images per request, or raise the server's "
+        "max_batch_upload_bytes (CAPTIONER_MAX_BATCH_UPLOAD_BYTES)"
+    )
+    assert fake.preprocessed == 0
 
 
 async def test_streamed_upload_is_cut_off_at_the_limit(tmp_path: Path, fake: FakeEngine) -> None:
@@ -408,6 +479,7 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
         max_max_length=30,
         max_files_per_batch_request=5,
         max_upload_bytes=123_456,
+        max_batch_upload_bytes=654_321,
         max_image_pixels=999_999,
     )
     async with serving(create_app(settings, engine=fake)) as client:
@@ -420,13 +492,14 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
         assert schemas["beam_size"] == {"type": "integer", "minimum": 1, "maximum": 7, "default": 2}
         assert schemas["max_length"] == {
             "type": "integer",
-            "minimum": 1,
+            "minimum": 3,
             "maximum": 30,
             "default": 20,
         }
         form = operation["requestBody"]["content"]["multipart/form-data"]
         image = form["schema"]["properties"]["image"]
-        assert "123456 bytes" in image["description"] and "999999 pixels" in image["description"]
+        assert "at most 123,456 bytes" in image["description"]
+        assert "at most 999,999 pixels" in image["description"]
         assert "image/jpeg" in form["encoding"]["image"]["contentType"]
         responses = operation["responses"]
         assert {"200", "400", "408", "413", "500", "503", "504"} <= set(responses)
@@ -435,6 +508,7 @@ async def test_openapi_states_the_servers_real_bounds_and_answers(
         "multipart/form-data"
     ]["schema"]["properties"]["image"]
     assert (batch_image["minItems"], batch_image["maxItems"]) == (1, 5)
+    assert "whole request body at most 654,321 bytes" in batch_image["description"]
     ready = paths["/v2/health/ready"]["get"]["responses"]
     assert ready["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/NotReady")
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
@@ -670,4 +744,4 @@ async def test_factory_without_arguments_reads_the_environment(
     async with serving(app) as client:
         response = await client.post("/model/predict", content=b"x" * 2000)
     assert response.status_code == 413
-    assert "1234 bytes" in response.json()["message"]
+    assert "1,234 bytes" in response.json()["message"]

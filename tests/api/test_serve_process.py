@@ -84,7 +84,7 @@ def test_serve_answers_refuses_big_uploads_and_drains_on_sigterm(
             answer += chunk
     text = answer.decode("latin-1")
     assert text.startswith("HTTP/1.1 413"), text
-    assert "larger than the limit of 100000 bytes" in text
+    assert "larger than the limit of 100,000 bytes (97.7 KiB) for one image" in text
 
     # An accepted request is queued (1.5 s batch window) when SIGTERM arrives.
     outcome: dict[str, httpx.Response] = {}

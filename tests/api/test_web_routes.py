@@ -134,6 +134,7 @@ async def test_limits_are_the_server_settings_and_answer_while_loading(tmp_path:
     settings = make_settings(
         tmp_path,
         max_upload_bytes=123_456,
+        max_batch_upload_bytes=654_321,
         max_image_pixels=7_000_000,
         max_files_per_batch_request=5,
         default_beam_size=2,
@@ -154,10 +155,12 @@ async def test_limits_are_the_server_settings_and_answer_while_loading(tmp_path:
     assert answer.status_code == 200
     assert answer.json() == {
         "max_upload_bytes": 123_456,
+        "max_batch_upload_bytes": 654_321,
         "max_image_pixels": 7_000_000,
         "max_files_per_batch_request": 5,
         "default_beam_size": 2,
         "max_beam_size": 7,
+        "min_max_length": 3,
         "default_max_length": 15,
         "max_max_length": 40,
         "max_batch_size": 4,

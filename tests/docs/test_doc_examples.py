@@ -4,10 +4,10 @@
   real command line: its command, option names, value types, choices and arity must be
   accepted. Whether the files it names exist is the reader's business, not the parser's.
 - Every ``python scripts/<name>.py`` line names a script that exists and answers ``--help``.
-- Blocks marked ``<!-- docs-test: run -->`` are run as written, in a folder holding the files
-  they name (images the test draws, a copy of the demo model as ``runs/shapes``), and must
-  succeed. A ``<!-- docs-test: serve-demo -->`` block starts the server it shows; the
-  ``<!-- docs-test: against-server -->`` blocks after it are then run against that server.
+- Blocks marked ``<!-- docs-test: run -->`` are run as written, and must succeed, in one
+  empty folder, page after page in the site's order: every file a block uses was made by an
+  earlier block, as for a reader. A ``<!-- docs-test: serve-demo -->`` block starts the server
+  it shows; the ``<!-- docs-test: against-server -->`` blocks after it are run against it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,9 +25,8 @@ from typing import Any
 
 import click
 import pytest
-from PIL import Image, ImageDraw
+import yaml
 
-from captioner.assets import DEMO_MODEL_DIR
 from captioner.cli import CheckpointPath, cli
 from support.api_helpers import free_port, wait_until_ready
 
@@ -184,20 +182,10 @@ def test_every_script_exists_and_answers_help(script: str) -> None:
 # --- running the marked blocks --------------------------------------------------------------
 
 
-def draw(path: Path, colour: str, box: tuple[int, int, int, int]) -> None:
-    """A circle on white, as the getting-started page's own drawing command makes it."""
-    image = Image.new("RGB", (320, 240), "white")
-    ImageDraw.Draw(image).ellipse(box, fill=colour)
-    image.save(path)
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A reader's folder: ``.venv`` (this test's), images, and a trained model directory."""
+    """A reader's empty folder, with only the ``.venv`` the pages install (this test's)."""
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    draw(tmp_path / "photo.jpg", "red", (90, 50, 230, 190))
-    draw(tmp_path / "scene.png", "blue", (120, 80, 200, 160))
-    shutil.copytree(DEMO_MODEL_DIR, tmp_path / "runs" / "shapes")
     return tmp_path
 
 
@@ -261,43 +249,51 @@ def assert_same_captions(actual: dict[str, Any], shown: dict[str, Any], where: s
             assert abs(real[key] - documented[key]) <= 5e-5, (where, key)
 
 
-RUN_BLOCKS = [pytest.param(b, id=b.where) for b in BLOCKS if b.marker == "run"]
+def reading_order() -> list[Path]:
+    """The pages in the site's navigation order: the order a reader follows them in."""
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+    return [REPO / "docs" / next(iter(entry.values())) for entry in config["nav"]]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", RUN_BLOCKS)
-def test_marked_blocks_run_as_written(block: Block, workdir: Path) -> None:
-    run_block(block, workdir, reader_env())
-
-
-@pytest.mark.slow
-def test_the_demo_server_answers_the_documented_requests(workdir: Path) -> None:
-    serving = [b for b in BLOCKS if b.marker == "serve-demo"]
-    requests = [b for b in BLOCKS if b.marker == "against-server"]
-    assert serving and requests
+def test_the_pages_run_as_written_in_reading_order(workdir: Path) -> None:
+    """Each marked block, run in one folder in the order a reader meets them: the files a
+    block uses are the ones an earlier block made. The ``serve-demo`` block starts the
+    server the ``against-server`` blocks then talk to."""
+    marked = [b for page in reading_order() for b in read_blocks(page) if b.marker]
+    assert [b.marker for b in marked].count("serve-demo") == 1
+    serving = next(b for b in marked if b.marker == "serve-demo")
+    assert marked.index(serving) < min(
+        i for i, b in enumerate(marked) if b.marker == "against-server"
+    )
     port = free_port()
     env = reader_env(CAPTIONER_PORT=str(port), CAPTIONER_HOST="127.0.0.1")
-    for block in serving:
-        (command,) = command_lines(block)
-        process = subprocess.Popen(
-            ["bash", "-c", f"exec {command}"],
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until_ready(
-                process,
-                f"http://127.0.0.1:{port}",
-                120,
-                lambda where=block.where: f"{where}: the server stopped",
-            )
-            for request in requests:
-                output = run_block(request, workdir, env, port=port)
-                shown = documented_output(request)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for block in marked:
+            if block.marker == "serve-demo":
+                (command,) = command_lines(block)
+                process = subprocess.Popen(
+                    ["bash", "-c", f"exec {command}"],
+                    cwd=workdir,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                wait_until_ready(
+                    process,
+                    f"http://127.0.0.1:{port}",
+                    120,
+                    lambda where=block.where: f"{where}: the server stopped",
+                )
+            elif block.marker == "against-server":
+                output = run_block(block, workdir, env, port=port)
+                shown = documented_output(block)
                 if shown is not None:
-                    assert_same_captions(json.loads(output), shown, request.where)
-        finally:
+                    assert_same_captions(json.loads(output), shown, block.where)
+            elif block.marker == "run":
+                run_block(block, workdir, reader_env())
+    finally:
+        if process is not None:
             process.terminate()
             process.wait(30)

@@ -14,6 +14,7 @@ from PIL import Image
 from captioner.assets import ModelFiles
 from captioner.cli import cli
 from captioner.engine import Captioner
+from captioner.errors import InvalidRequestError
 from support.captions import captions_of
 
 
@@ -216,3 +217,11 @@ def test_a_missing_model_is_downloaded_first_as_the_server_does(
         Captioner.load(release.checkpoint, release.vocab), [images[0].read_bytes()]
     )
     assert json.loads(out)["predictions"][0]["caption"] == expected[0][0].text
+
+
+def test_the_engine_refuses_a_max_length_with_no_room_for_a_word(tiny_model: ModelFiles) -> None:
+    engine = Captioner.load(tiny_model.checkpoint, tiny_model.vocab)
+    with pytest.raises(InvalidRequestError) as caught:
+        engine.caption_arrays(np.zeros([1, 299, 299, 3], np.float32), 3, 2)
+    assert str(caught.value) == "max_length must be at least 3 (<S>, a word, </S>), got 2"
+    assert caught.value.field == "max_length"

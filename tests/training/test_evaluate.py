@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,5 +161,20 @@ def test_cli_evaluate_text_and_missing_model(shapes_data: Path, tmp_path: Path) 
     )
     assert missing.exit_code == 1
     assert "needs the pretrained model" in missing.output
-    assert "captioner serve --model demo" in missing.output
+    assert "--model demo" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_without_sacrebleu_evaluate_says_which_extra_to_install(
+    shapes_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "sacrebleu.metrics.bleu", None)  # as if not installed
+    loaded: list[object] = []
+    monkeypatch.setattr("captioner.cli._load_model", lambda **options: loaded.append(options))
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(shapes_data), "--model", "demo"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: evaluating needs sacrebleu (BLEU-4), in the train extra: "
+        "pip install 'captioner[train]'\n"
+    )
+    assert loaded == []  # said before any model is loaded or downloaded

@@ -297,6 +297,9 @@ def test_cli_trains_reports_bad_data_and_the_model_captions(
         assert f"captions.jsonl:{line}: {problem}" in result.stderr
     assert "cut.jpg" in result.stderr and "captions.jsonl:6" in result.stderr
     assert "Traceback" not in result.output
+    # A new model and phase 1 alone: the encoder stays random, and the command says so.
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "--init-from" in warning and "--full-steps" in warning
 
     image = str(data.parent / json.loads(data.read_text().splitlines()[0])["image"])
     captioned = runner.invoke(cli, ["caption", "--checkpoint", str(out / "checkpoint"), image])
@@ -330,6 +333,7 @@ def test_cli_init_from_keeps_the_vocabulary(
     args += [str(model_dir), "--decoder-steps", "2", "--batch-size", "4", "-q"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert "warning:" not in result.output  # a trained encoder to start from
     assert (out / "word_counts.txt").read_bytes() == trained.vocab.read_bytes()
     tuned = load_checkpoint(out / "checkpoint")
     assert tuned.global_step == trained.global_step + 2

@@ -62,3 +62,12 @@ def test_every_command_has_help() -> None:
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0, name
         assert command.help, name
+
+
+@pytest.mark.parametrize(
+    "args", [["caption", "x.jpg"], ["evaluate", "--data", __file__]], ids=["caption", "evaluate"]
+)
+def test_a_max_length_with_no_room_for_a_word_is_a_usage_error(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*args, "--max-length", "2"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-length': 2 is not in the range 3<=x<=100." in result.output

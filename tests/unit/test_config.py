@@ -19,6 +19,10 @@ def test_defaults_follow_the_settings_they_depend_on() -> None:
     assert Settings().max_pending_upload_bytes == 128 * 1024 * 1024
     big = 300 * 1024 * 1024
     assert Settings(max_upload_bytes=big).max_pending_upload_bytes == big
+    assert Settings().max_batch_upload_bytes == 64 * 1024 * 1024
+    assert Settings(max_upload_bytes=big).max_batch_upload_bytes == big
+    assert Settings(max_pending_upload_bytes=20_000_000).max_batch_upload_bytes == 20_000_000
+    assert Settings(max_batch_upload_bytes=big).max_pending_upload_bytes == big
     assert Settings().decoding_pixels == 40_000_000
     assert Settings(max_image_pixels=60_000_000).decoding_pixels == 60_000_000
     assert Settings(max_decoding_pixels=90_000_000).decoding_pixels == 90_000_000
@@ -31,6 +35,11 @@ def test_defaults_follow_the_settings_they_depend_on() -> None:
          "max_files_per_batch_request (8) must not exceed max_queue_size (4)"),
         ({"max_upload_bytes": 2_000_000, "max_pending_upload_bytes": 1_000_000},
          "max_upload_bytes (2000000) must not exceed max_pending_upload_bytes (1000000)"),
+        ({"max_upload_bytes": 2_000_000, "max_batch_upload_bytes": 1_000_000},
+         "max_upload_bytes (2000000) must not exceed max_batch_upload_bytes (1000000)"),
+        ({"max_upload_bytes": 500_000, "max_batch_upload_bytes": 2_000_000,
+          "max_pending_upload_bytes": 1_000_000},
+         "max_batch_upload_bytes (2000000) must not exceed max_pending_upload_bytes (1000000)"),
         ({"max_decoding_pixels": 1_000_000},
          "max_image_pixels (40000000) must not exceed max_decoding_pixels (1000000)"),
         ({"default_max_length": 60},

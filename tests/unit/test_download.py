@@ -8,6 +8,7 @@ the model directory must be exactly as before.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import runpy
 import signal
@@ -416,3 +417,51 @@ def test_script_installs_from_files(
     assert exited.value.code == 0
     assert_installed(model_dir, assets)
     assert server.requests == []
+
+
+def test_every_failed_source_is_told_once_in_the_error_not_also_in_the_log(
+    server: AssetServer, assets: Assets, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(server, assets)
+    settings = settings_for(server, model_dir, assets, ("/gone.tar.gz", "/moved.tar.gz"))
+    caplog.set_level(logging.INFO, logger="captioner")
+    with pytest.raises(AssetError) as caught:
+        install_model(settings, progress="off")
+    message = str(caught.value)
+    assert message.count("/gone.tar.gz") == 1 and message.count("/moved.tar.gz") == 1
+    told = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [line for line in told if "/gone.tar.gz" in line or "/moved.tar.gz" in line]
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (
+            ["/venv/bin/captioner", "caption", "--model", "im2txt", "photo.jpg"],
+            "`captioner caption --model demo photo.jpg`",
+        ),
+        (
+            ["/venv/bin/captioner", "serve", "--port", "80"],
+            "`captioner serve --model demo --port 80`",
+        ),
+        (
+            ["/venv/bin/captioner", "download"],
+            "`--model demo` on `captioner caption`, `serve` or `evaluate`",
+        ),
+        (["my_script.py"], 'CAPTIONER_MODEL=demo, or `Settings(model="demo")` from Python'),
+    ],
+)
+def test_the_demo_hint_names_the_command_that_failed(
+    server: AssetServer,
+    assets: Assets,
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    hint: str,
+) -> None:
+    serve(server, assets)
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(OfflineError) as caught:
+        ensure_model(settings_for(server, model_dir, assets, offline=True))
+    (line,) = [line for line in str(caught.value).splitlines() if "demo model" in line]
+    assert hint in line

@@ -179,9 +179,21 @@ def test_truncated_images_give_a_clear_error(photo: np.ndarray, fmt: str) -> Non
         preprocess_image(data[: len(data) // 2], max_pixels=LIMIT)
 
 
+def test_a_truncated_jpeg_is_named_without_the_decoders_internal_words(
+    photo: np.ndarray,
+) -> None:
+    noisy = np.random.default_rng(1).integers(0, 256, (240, 360, 3), dtype=np.uint8)
+    data = _encode(noisy, "JPEG")
+    with pytest.raises(InvalidImageError) as info:
+        preprocess_image(data[: len(data) // 2], max_pixels=LIMIT)
+    assert str(info.value) == "the JPEG image is corrupt or truncated and cannot be decoded"
+
+
 def test_pixel_count_over_the_limit_is_refused_from_the_header() -> None:
     big = _encode(np.zeros((2000, 3000, 3), np.uint8), "PNG")
-    with pytest.raises(InvalidImageError, match="3000x2000 = 6000000 pixels") as info:
+    with pytest.raises(
+        InvalidImageError, match="3000x2000 = 6,000,000 pixels, more than the limit of 1,000,000"
+    ) as info:
         decode_image(big, max_pixels=1_000_000)
     assert info.value.too_large
     assert decode_image(big, max_pixels=6_000_000).shape == (2000, 3000, 3)

@@ -20,9 +20,13 @@ def test_docs_render_the_caption_route_without_the_network(desktop: Browsing) ->
     expect(page.locator(".opblock-summary-path")).to_contain_text(
         ["/model/metadata", "/model/predict", "/model/predict/batch"]
     )
-    # Opening the operation shows its parameters, read from /openapi.json.
+    # Opening the operation shows its parameters, read from /openapi.json; the tokens <S>
+    # and </S> read as text, not as a struck-through tag.
     predict.first.locator(".opblock-summary").click()
-    expect(predict.first.locator("table.parameters")).to_contain_text("beam_size")
+    parameters = predict.first.locator("table.parameters")
+    expect(parameters).to_contain_text("beam_size")
+    expect(parameters).to_contain_text("counting the start and end tokens <S> and </S>")
+    assert parameters.locator("s").count() == 0
     desktop.screenshot("docs", full_page=False)
 
     # And it can call the API: "Try it out" on the metadata route.
@@ -35,3 +39,11 @@ def test_docs_render_the_caption_route_without_the_network(desktop: Browsing) ->
     expect(metadata.locator(".responses-wrapper .live-responses-table")).to_contain_text(
         '"id": "captioner-demo"'
     )
+
+
+def test_docs_lead_back_to_the_web_page(desktop: Browsing) -> None:
+    page = desktop.open("/docs")
+    back = page.get_by_role("link", name="caption images on the web page")
+    expect(back).to_be_visible(timeout=30_000)
+    back.click()
+    expect(page.locator("#dropzone")).to_be_visible()

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from web.browsing import MAX_UPLOAD_BYTES, Browsing, browse, serve
@@ -46,6 +48,15 @@ def png_file(name: str) -> dict[str, Any]:
     return {"name": name, "mimeType": "image/png", "buffer": scene_png(name)}
 
 
+def truncated_jpeg() -> bytes:
+    """A photo-like JPEG cut in half: its header is whole, its pixels stop midway."""
+    noise = np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    return data[: len(data) // 2]
+
+
 def card(page: Page, name: str) -> Locator:
     """The gallery card of one file, by the heading that names it."""
     return page.locator(".card").filter(has=page.get_by_role("heading", name=name, exact=True))
@@ -62,9 +73,9 @@ def wait_until_ready(page: Page) -> None:
 def test_two_images_show_their_captions_as_text_and_alt_text(desktop: Browsing) -> None:
     page = desktop.open()
     wait_until_ready(page)
-    expect(page.locator("#notice")).to_contain_text(
-        "It only knows scenes of one coloured shape, or of a small one beside a large one"
-    )
+    metadata = httpx.get(f"{desktop.base}/model/metadata").json()
+    expect(page.locator("#notice")).to_have_text(metadata["description"])
+    expect(page.locator("#notice")).to_contain_text("start the server without --model demo")
 
     page.set_input_files("#file-input", [png_file(RED), png_file(GREEN)])
 
@@ -100,6 +111,7 @@ def test_bad_files_get_their_own_message_while_the_good_image_is_captioned(
             {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"},
             {"name": "huge.png", "mimeType": "image/png", "buffer": b"\0" * MAX_UPLOAD_BYTES},
             {"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n1234"},
+            {"name": "truncated.jpg", "mimeType": "image/jpeg", "buffer": truncated_jpeg()},
         ],
     )
 
@@ -109,14 +121,20 @@ def test_bad_files_get_their_own_message_while_the_good_image_is_captioned(
         "notes.txt": "Not an image: this is a text/plain file. Choose a photo or picture file.",
         "huge.png": "Too large: 293 KiB, and this server accepts images up to 292 KiB.",
         "broken.png": "The server cannot caption this file: the PNG image is corrupt or truncated",
+        "truncated.jpg": "The server cannot caption this file: the JPEG image is corrupt or "
+        "truncated and cannot be decoded.",
     }
     for name, message in messages.items():
         expect(card(page, name)).to_have_attribute("data-state", "error")
         expect(card(page, name).locator(".state-text")).to_contain_text(message)
-    expect(page.locator("#summary")).to_have_text("1 of 4 captioned · 3 failed")
+        # Every file without a caption shows the broken-file icon, not a blank or a partial
+        # picture (a browser draws the first half of a truncated JPEG).
+        expect(card(page, name)).to_have_class(re.compile(r"\bno-image\b"))
+    expect(page.locator("#summary")).to_have_text("1 of 5 captioned · 4 failed")
+    desktop.screenshot("bad-files")
     # The text file and the oversized one were refused before any upload.
-    assert len(uploads) == 2, uploads
-    assert len(desktop.console_errors) == 1
+    assert len(uploads) == 3, uploads
+    assert len(desktop.console_errors) == 2
 
 
 def test_detail_view_lists_every_caption_with_its_probability_and_captions_again(

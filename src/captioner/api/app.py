@@ -22,6 +22,7 @@ from captioner.api.openapi import install_openapi
 from captioner.api.protocol import LIMITS_KEY, ConnectionLimits
 from captioner.api.routes import docs, health, limits, metrics, model, web
 from captioner.api.service import ModelService
+from captioner.api.uploads import batch_limit, image_limit
 from captioner.batching import Engine
 from captioner.config import Settings, load_settings
 
@@ -105,11 +106,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # live list: routes mounted later count too).
     included = [route for router in routers for route in router.routes]
 
+    single, batch = image_limit(settings), batch_limit(settings)
+    batch_path = model.router.url_path_for("predict_batch")
     # Added innermost first: the access log sees every answer, CORS headers reach the 413s
     # and 401s (and CORS answers preflights, which carry no key).
     app.add_middleware(
         UploadGuardMiddleware,
-        max_bytes=settings.max_upload_bytes,
+        limit=lambda path: batch if path == batch_path else single,
         body_timeout_s=settings.body_timeout_s,
         budget=UploadBudget(settings.max_pending_upload_bytes, app_metrics.upload_bytes_held.set),
     )

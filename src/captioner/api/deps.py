@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from captioner.api.service import ModelService
+from captioner.beam_search import MIN_MAX_LENGTH
 from captioner.config import Settings
 from captioner.errors import InvalidRequestError
 
@@ -34,23 +35,25 @@ class SearchParams:
     max_length: int
 
 
-def search_bounds(settings: Settings) -> dict[str, tuple[int, int]]:
-    """Each beam search parameter's default and largest value (the smallest is 1).
+def search_bounds(settings: Settings) -> dict[str, tuple[int, int, int]]:
+    """Each beam search parameter's smallest, default and largest value.
 
-    One table for both the check below and the OpenAPI document's bounds.
+    One table for the check below, the OpenAPI document's bounds and ``/limits``.
     """
     return {
-        "beam_size": (settings.default_beam_size, settings.max_beam_size),
-        "max_length": (settings.default_max_length, settings.max_max_length),
+        "beam_size": (1, settings.default_beam_size, settings.max_beam_size),
+        "max_length": (MIN_MAX_LENGTH, settings.default_max_length, settings.max_max_length),
     }
 
 
-def _bounded(name: str, value: int | None, bounds: dict[str, tuple[int, int]]) -> int:
-    default, upper = bounds[name]
+def _bounded(name: str, value: int | None, bounds: dict[str, tuple[int, int, int]]) -> int:
+    lower, default, upper = bounds[name]
     if value is None:
         return default
-    if not 1 <= value <= upper:
-        raise InvalidRequestError(f"{name} must be between 1 and {upper}, got {value}", field=name)
+    if not lower <= value <= upper:
+        raise InvalidRequestError(
+            f"{name} must be between {lower} and {upper}, got {value}", field=name
+        )
     return value
 
 
@@ -63,8 +66,8 @@ def _search_params(
     max_length: Annotated[
         int | None,
         Query(
-            description="Longest caption in tokens, counting the start and end tokens <S> "
-            "and </S>: at most max_length - 2 words."
+            description="Longest caption in tokens, counting the start and end tokens `<S>` "
+            f"and `</S>`: at most max_length - 2 words, so at least {MIN_MAX_LENGTH}."
         ),
     ] = None,
 ) -> SearchParams:

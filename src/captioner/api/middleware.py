@@ -23,7 +23,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from captioner.api.errors import INTERNAL_ERROR, error_body
 from captioner.api.metrics import Metrics
 
-__all__ = ["REQUEST_ID_HEADER", "AccessLogMiddleware", "UploadBudget", "UploadGuardMiddleware"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "AccessLogMiddleware",
+    "BodyLimit",
+    "UploadBudget",
+    "UploadGuardMiddleware",
+    "format_bytes",
+]
 
 access_logger = logging.getLogger("captioner.access")
 
@@ -91,24 +98,65 @@ class _Refusal:
         await response(scope, receive, send)
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most bytes a request body may have, and the words of its 413: what the body is
+    (``the upload``), the limit's scope (``for one image``), what to send instead and the
+    setting that raises it."""
+
+    max_bytes: int
+    what: str
+    scope: str
+    instead: str
+    setting: str
+
+    def message(self) -> str:
+        """The 413's message: which limit was hit, and the two ways past it."""
+        return (
+            f"{self.what} is larger than the limit of {format_bytes(self.max_bytes)} "
+            f"{self.scope}: {self.instead}, or raise the "
+            f"server's {self.setting} (CAPTIONER_{self.setting.upper()})"
+        )
+
+    def refusal(self) -> _Refusal:
+        return _Refusal(413, "upload_too_large", self.message(), close=False)
+
+
+def format_bytes(size: int) -> str:
+    """A byte count exact and as people read it: ``10,485,760 bytes (10 MiB)``."""
+    exact = f"{size:,} bytes"
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return exact if unit == "bytes" else f"{exact} ({value:.3g} {unit})"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 class UploadGuardMiddleware:
     """Guard request bodies: their size (413), their pace (408) and their memory (503).
 
-    - A declared ``Content-Length`` over ``max_bytes`` is refused before a byte of the body
-      is read; a body without one (chunked) is counted as it streams and cut off there.
+    - A declared ``Content-Length`` over the request's limit (``limit``) is refused before
+      a byte of the body is read; a body without one (chunked) is counted as it streams and
+      cut off there.
     - A body not complete ``body_timeout_s`` after the request reached the app is cut off
       (a total deadline, so trickling bytes does not extend it).
-    - Every body reserves its declared size (``max_bytes`` when undeclared) in ``budget``
+    - Every body reserves its declared size (its limit when undeclared) in ``budget``
       until its request is answered; one that does not fit is refused at once.
 
     Whatever the app was doing with a cut-off body, the client gets the refusal.
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, body_timeout_s: float, budget: UploadBudget
+        self,
+        app: ASGIApp,
+        *,
+        limit: Callable[[str], BodyLimit],
+        body_timeout_s: float,
+        budget: UploadBudget,
     ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.limit = limit
         self.body_timeout_s = body_timeout_s
         self.budget = budget
 
@@ -116,24 +164,25 @@ class UploadGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope["path"])
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         size = int(declared) if declared is not None and declared.isdigit() else None
-        if size is not None and size > self.max_bytes:
-            await self._too_large().send(scope, receive, send)
+        if size is not None and size > limit.max_bytes:
+            await limit.refusal().send(scope, receive, send)
             return
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        reservation = size if size is not None else (self.max_bytes if chunked else 0)
+        reservation = size if size is not None else (limit.max_bytes if chunked else 0)
         if reservation and not self.budget.try_reserve(reservation):
             await self._busy().send(scope, receive, send)
             return
         try:
-            await self._guarded(scope, receive, send)
+            await self._guarded(scope, receive, send, limit)
         finally:
             if reservation:
                 self.budget.release(reservation)
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: BodyLimit) -> None:
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         received = 0
         body_done = False
@@ -153,8 +202,8 @@ class UploadGuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
-                if received > self.max_bytes:
-                    refusal = self._too_large()
+                if received > limit.max_bytes:
+                    refusal = limit.refusal()
                     raise _Refused
             return message
 
@@ -173,10 +222,6 @@ class UploadGuardMiddleware:
                 raise
         if refusal is not None and not refused:
             await refusal.send(scope, receive, send)
-
-    def _too_large(self) -> _Refusal:
-        message = f"the upload is larger than the limit of {self.max_bytes} bytes"
-        return _Refusal(413, "upload_too_large", message, close=False)
 
     def _too_slow(self) -> _Refusal:
         message = f"the request's body did not arrive within {self.body_timeout_s:g} s"

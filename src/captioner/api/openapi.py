@@ -3,9 +3,9 @@
 FastAPI writes the document from the routes; this module corrects what it cannot know:
 
 - validation failures are answered 400 in MAX's shape, never FastAPI's 422;
-- ``beam_size`` and ``max_length`` are integers from 1 to the server's maximum, with the
-  server's default (the routes declare them optional and check them against the
-  settings, so FastAPI sees neither bound);
+- ``beam_size`` and ``max_length`` are integers from their minimum (1, and 3 for
+  ``max_length``) to the server's maximum, with the server's default (the routes declare
+  them optional and check them against the settings, so FastAPI sees neither bound);
 - the ``image`` parts: how many a batch may hold, and the size limits in words (JSON
   Schema cannot bound a file's bytes or pixels);
 - any route may fail with 500 (an unexpected error, answered in the same error shape);
@@ -91,10 +91,10 @@ def _correct(document: JSON, settings: Settings) -> None:
                 response["headers"] = {**response.get("headers", {}), "X-Request-ID": _REQUEST_ID}
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["name"] in bounds:
-                    default, upper = bounds[parameter["name"]]
+                    lower, default, upper = bounds[parameter["name"]]
                     parameter["schema"] = {
                         "type": "integer",
-                        "minimum": 1,
+                        "minimum": lower,
                         "maximum": upper,
                         "default": default,
                     }
@@ -125,20 +125,22 @@ def _describe_images(body: JSON, settings: Settings) -> None:
     field = body.get("properties", {}).get("image")
     if field is None:
         return
-    limits = (
-        f"JPEG, PNG, GIF, BMP, WebP or TIFF, judged by the bytes; the whole request body at "
-        f"most {settings.max_upload_bytes} bytes, an image at most "
-        f"{settings.max_image_pixels} pixels (larger: 413)."
-    )
+    kinds = "JPEG, PNG, GIF, BMP, WebP or TIFF, judged by the bytes"
+    pixels = f"at most {settings.max_image_pixels:,} pixels"
     if field.get("type") == "array":
         field["minItems"] = 1
         field["maxItems"] = settings.max_files_per_batch_request
         field["description"] = (
             f"1 to {settings.max_files_per_batch_request} images, each a part named image: "
-            + limits
+            f"{kinds}; each at most {settings.max_upload_bytes:,} bytes and {pixels}, the "
+            f"whole request body at most {settings.max_batch_upload_bytes:,} bytes (larger: "
+            "413, for the image or for the request)."
         )
     else:
-        field["description"] = "The image: " + limits
+        field["description"] = (
+            f"The image: {kinds}; the whole request body at most "
+            f"{settings.max_upload_bytes:,} bytes, the image {pixels} (larger: 413)."
+        )
 
 
 def _resolve(schema: JSON, schemas: JSON) -> JSON:

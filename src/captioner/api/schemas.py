@@ -79,11 +79,17 @@ class ModelMetadata(BaseModel):
 class ServerLimits(BaseModel):
     """What a client may send, so it can check before uploading (``GET /limits``).
 
-    Each field is the server setting of the same name.
+    Each field is the server setting of the same name, except ``min_max_length``, which is
+    fixed (the shortest caption with a word).
     """
 
     max_upload_bytes: int = Field(
-        description="Largest request body in bytes, multipart framing included; larger: 413."
+        description="Largest image in bytes: the whole body of POST /model/predict (multipart "
+        "framing included), and each image of a batch request; larger: 413."
+    )
+    max_batch_upload_bytes: int = Field(
+        description="Largest body of POST /model/predict/batch in bytes, all its images and "
+        "their framing together; larger: 413."
     )
     max_image_pixels: int = Field(description="Largest decoded image, width x height; larger: 413.")
     max_files_per_batch_request: int = Field(
@@ -91,6 +97,10 @@ class ServerLimits(BaseModel):
     )
     default_beam_size: int = Field(description="beam_size when a request gives none.")
     max_beam_size: int = Field(description="Largest beam_size accepted.")
+    min_max_length: int = Field(
+        description="Smallest max_length accepted: `<S>`, one word, `</S>` (below it every "
+        "caption would be empty)."
+    )
     default_max_length: int = Field(description="max_length when a request gives none.")
     max_max_length: int = Field(description="Largest max_length accepted.")
     max_batch_size: int = Field(

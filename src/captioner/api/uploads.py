@@ -7,44 +7,74 @@ binary data. Here the body streams through python-multipart's parser into memory
 request's size is already capped and admitted against the upload budget, see
 :class:`~captioner.api.middleware.UploadGuardMiddleware`): a part named ``image`` is an
 image when it has a file name or a non-text ``Content-Type``; other parts are skipped
-without being kept.
+without being kept. An image part over its own limit (a batch request's, see
+:func:`image_limit`) is read to its end but not kept: it gets its own 413 in the answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from captioner.api.errors import MAX_MISSING_IMAGE
-from captioner.errors import InvalidRequestError
+from captioner.api.middleware import BodyLimit
+from captioner.config import Settings
+from captioner.errors import InvalidImageError, InvalidRequestError
 
-__all__ = ["ImagePart", "read_images"]
+__all__ = ["ImagePart", "batch_limit", "image_limit", "read_images"]
 
 FIELD = "image"
 
 
+def image_limit(settings: Settings) -> BodyLimit:
+    """The limit of one image: the body of a one-image request, each image of a batch."""
+    return BodyLimit(
+        settings.max_upload_bytes,
+        what="the upload",
+        scope="for one image",
+        instead="send a smaller image",
+        setting="max_upload_bytes",
+    )
+
+
+def batch_limit(settings: Settings) -> BodyLimit:
+    """The limit of a batch request's whole body, so that several photos fit in one."""
+    return BodyLimit(
+        settings.max_batch_upload_bytes,
+        what="the batch request",
+        scope="for all its images together",
+        instead="send fewer images per request",
+        setting="max_batch_upload_bytes",
+    )
+
+
 @dataclass
 class ImagePart:
-    """One uploaded image: the client's file name (if any) and its bytes."""
+    """One uploaded image: the client's file name (if any) and its bytes, or, for an image
+    over its limit, the error it is answered with (and no bytes)."""
 
     filename: str | None
     data: bytes
+    error: InvalidImageError | None = None
 
 
 @dataclass
 class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     chunks: list[bytes] | None = None  # None: a part that is not kept
+    size: int = 0
 
 
 class _Collector:
-    """python-multipart callbacks that keep the image parts, up to ``max_images``."""
+    """python-multipart callbacks that keep the image parts, up to ``max_images``, and no
+    more than ``limit`` bytes of each."""
 
-    def __init__(self, max_images: int) -> None:
+    def __init__(self, max_images: int, limit: BodyLimit | None) -> None:
         self.max_images = max_images
+        self.limit = limit
         self.images: list[ImagePart] = []
         self._part = _Part()
         self._name = b""
@@ -76,8 +106,13 @@ class _Collector:
             self._part.chunks = []
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._part.chunks is not None:
-            self._part.chunks.append(data[start:end])
+        part = self._part
+        if part.chunks is not None:
+            part.size += end - start
+            if self.limit is not None and part.size > self.limit.max_bytes:
+                part.chunks.clear()  # counted to its end, kept no further
+            else:
+                part.chunks.append(data[start:end])
 
     def on_part_end(self) -> None:
         part = self._part
@@ -85,12 +120,19 @@ class _Collector:
             _, options = parse_options_header(part.headers.get(b"content-disposition"))
             raw_name = options.get(b"filename")
             filename = raw_name.decode("utf-8", "replace") if raw_name is not None else None
-            self.images.append(ImagePart(filename, b"".join(part.chunks)))
+            if self.limit is not None and part.size > self.limit.max_bytes:
+                message = replace(self.limit, what="the image").message()
+                error = InvalidImageError(message, too_large=True)
+                self.images.append(ImagePart(filename, b"", error))
+            else:
+                self.images.append(ImagePart(filename, b"".join(part.chunks)))
             part.chunks = None
 
 
-async def read_images(request: Request, max_images: int) -> list[ImagePart]:
-    """The request's ``image`` parts, in order.
+async def read_images(
+    request: Request, max_images: int, limit: BodyLimit | None = None
+) -> list[ImagePart]:
+    """The request's ``image`` parts, in order; those over ``limit`` with their ``error``.
 
     Raises:
         InvalidRequestError: Not a multipart body, a malformed one, no image part (MAX's
@@ -100,7 +142,7 @@ async def read_images(request: Request, max_images: int) -> list[ImagePart]:
     boundary = options.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
         raise InvalidRequestError(MAX_MISSING_IMAGE, field=FIELD)
-    collector = _Collector(max_images)
+    collector = _Collector(max_images, limit)
     parser = MultipartParser(
         boundary,
         {

@@ -4,7 +4,8 @@ Both metrics compare word sequences after the training tokenisation
 (:func:`captioner.training.tokenizer.tokenize`), so "A red circle." and the model's
 "a red circle ." agree. BLEU-4 is sacrebleu's (standard corpus BLEU: clipped n-gram
 precisions up to 4, brevity penalty, every reference of an image counted), run on those
-tokens with its own tokeniser off, on a 0..1 scale.
+tokens with its own tokeniser off, on a 0..1 scale. sacrebleu serves only this module, so it
+is an extra (``captioner[train]``), not a dependency of every server.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sacrebleu.metrics.bleu import BLEU
 from tqdm import tqdm
 
 from captioner.engine import Captioner
-from captioner.errors import DatasetError
+from captioner.errors import CaptionerError, DatasetError
 from captioner.pipeline import ImageSource, caption_batches
 from captioner.training.dataset import Example, OnError, group_by_image
 from captioner.training.tokenizer import tokenize
 
-__all__ = ["Evaluation", "Sample", "evaluate"]
+__all__ = ["Evaluation", "Sample", "bleu_scorer", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ def evaluate(
     Raises:
         DatasetError: No examples, no usable image, or an undecodable one with
             ``on_error="fail"``.
+        CaptionerError: sacrebleu is not installed (before any image is captioned).
     """
+    scorer = bleu_scorer()
     groups = list(group_by_image(examples).items())
     if not groups:
         raise DatasetError("nothing to evaluate: no examples")
@@ -138,13 +140,32 @@ def evaluate(
     return Evaluation(
         count=len(hypotheses),
         exact_match=exact / len(hypotheses),
-        bleu4=_corpus_bleu4(hypotheses, references),
+        bleu4=_corpus_bleu4(scorer, hypotheses, references),
         samples=samples,
         skipped=skipped,
     )
 
 
-def _corpus_bleu4(hypotheses: list[list[str]], references: list[list[list[str]]]) -> float:
+def bleu_scorer() -> Any:
+    """sacrebleu's BLEU-4 for text already tokenised our way (its own tokeniser off; ``force``:
+    the text ends in " .").
+
+    Raises:
+        CaptionerError: sacrebleu is missing, with the command that installs it.
+    """
+    try:
+        from sacrebleu.metrics.bleu import BLEU
+    except ImportError as exc:
+        raise CaptionerError(
+            "evaluating needs sacrebleu (BLEU-4), in the train extra: "
+            "pip install 'captioner[train]'"
+        ) from exc
+    return BLEU(tokenize="none", force=True)
+
+
+def _corpus_bleu4(
+    scorer: Any, hypotheses: list[list[str]], references: list[list[list[str]]]
+) -> float:
     """sacrebleu's corpus BLEU-4 on already tokenised text, 0..1.
 
     sacrebleu takes one stream per reference position; images with fewer references
@@ -155,12 +176,8 @@ def _corpus_bleu4(hypotheses: list[list[str]], references: list[list[list[str]]]
         [" ".join(refs[k]) if k < len(refs) else None for refs in references]
         for k in range(streams)
     ]
-    # tokenize="none": the text is already tokenised our way; force: it ends in " .".
-    bleu = BLEU(tokenize="none", force=True)
     # A None in a reference stream means "this image has fewer references" (sacrebleu
-    # accepts it; its type hints do not say so).
-    score = bleu.corpus_score(
-        [" ".join(h) for h in hypotheses], cast(list[list[str]], reference_streams)
-    )
+    # accepts it, though its type hints do not say so).
+    score = scorer.corpus_score([" ".join(h) for h in hypotheses], reference_streams)
     # sacrebleu's percentage can exceed 100 by a rounding error (exp of summed logs).
     return min(float(score.score) / 100.0, 1.0)

@@ -10,13 +10,11 @@ so it lies inside the shape and never changes its bounding box.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-if TYPE_CHECKING:
-    from captioner.training.shapes import Background, Scene, Shape
+from captioner.training.scene import Background, Scene, Shape
 
 __all__ = ["render_scene", "shape_outline"]
 

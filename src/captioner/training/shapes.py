@@ -29,8 +29,9 @@ which cuts about 7% off each side: shapes stay clear of an 8% margin.
 
 Everything random comes from one :class:`numpy.random.Generator`: scene ``i`` of seed
 ``s`` is drawn from :func:`scene_rng` ``(s, i)``, so a dataset is reproducible image by
-image, byte for byte, and a longer run starts with the images of a shorter one. Drawing is
-:mod:`captioner.training.shape_drawing`'s job (:func:`render_scene`).
+image, byte for byte, and a longer run starts with the images of a shorter one. A scene is
+a :class:`~captioner.training.scene.Scene` (its own module, which the drawing code reads
+too); drawing it is :mod:`captioner.training.shape_drawing`'s job (:func:`render_scene`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.preprocessing import RESIZE_SIZE
+from captioner.training.scene import RGB, Background, Scene, Shape
 from captioner.training.shape_drawing import render_scene
 
 __all__ = [
@@ -65,8 +67,6 @@ __all__ = [
     "scene_rng",
     "write_dataset",
 ]
-
-RGB = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -141,112 +141,6 @@ _NOISE_SIGMA_RANGE = (1.0, 12.0)
 _JPEG_PROBABILITY = 0.5
 _JPEG_QUALITY_RANGE = (30, 95)
 _MAX_TONE_STEP = 60
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One drawn shape.
-
-    Attributes:
-        kind: One of :data:`SHAPE_KINDS`.
-        colour: Its name in :data:`COLOURS`.
-        rgb: Its colour: the fill, or the outline of a shape that is not filled.
-        size: ``"small"`` or ``"large"``.
-        centre_x: Column of its bounding box's centre, in pixels.
-        centre_y: Row of its bounding box's centre, in pixels, downwards.
-        radius: Its extent: half the longer side of its bounding box, in pixels.
-        rotation: Clockwise turn in radians (0 for circles; an unturned triangle or
-            star points up).
-        proportion: A triangle's height over its base, a star's inner radius over its
-            outer one; unused for circles and squares. None: the usual one (0.9 for a
-            triangle, 0.45 for a star), for shapes placed by hand.
-        filled: Whether the inside is painted; if not, only an outline in ``rgb`` is.
-        edge: The colour of an outline round a filled shape, or None for none.
-        line_px: Width of the outline (``edge``, or the outline of an unfilled shape).
-    """
-
-    kind: str
-    colour: str
-    rgb: RGB
-    size: str
-    centre_x: float
-    centre_y: float
-    radius: float
-    rotation: float = 0.0
-    proportion: float | None = None
-    filled: bool = True
-    edge: RGB | None = None
-    line_px: float = 0.0
-
-
-@dataclass(frozen=True)
-class Background:
-    """A low-saturation backdrop.
-
-    Attributes:
-        pattern: One of :data:`PATTERNS`; ``speckle`` mixes the tones pixel by pixel.
-        tones: The two colours it mixes (``plain`` uses the first).
-        scale_px: Stripe period, checker cell or blotch size, in pixels.
-        angle: Direction of stripes and gradients, in radians.
-    """
-
-    pattern: str
-    tones: tuple[RGB, RGB]
-    scale_px: int
-    angle: float
-
-
-@dataclass(frozen=True)
-class Scene:
-    """Everything needed to draw an image and state its caption.
-
-    Attributes:
-        width: Image width in pixels.
-        height: Image height in pixels.
-        background: The backdrop.
-        shapes: One shape, or two: the described (small) one first, the landmark second.
-        relation: Where the first shape is relative to the second (one of
-            :data:`RELATIONS`), or None for one shape.
-        antialias: Whether shape edges are anti-aliased (else every pixel is in or out).
-        blur_px: Gaussian blur radius applied to the drawn image, 0 for none.
-        noise_sigma: Standard deviation of the Gaussian pixel noise, in 0..255 units.
-        noise_seed: Seed of the noise and of the random textures, so drawing is a pure
-            function of the scene.
-        image_format: ``"JPEG"`` or ``"PNG"``.
-        jpeg_quality: JPEG quality (unused for PNG).
-    """
-
-    width: int
-    height: int
-    background: Background
-    shapes: tuple[Shape, ...]
-    relation: str | None
-    antialias: bool
-    blur_px: float
-    noise_sigma: float
-    noise_seed: int
-    image_format: str
-    jpeg_quality: int
-
-    @property
-    def caption(self) -> str:
-        """The true caption, in the training tokenisation (space before the period)."""
-        first = self.shapes[0]
-        text = f"a {first.size} {first.colour} {first.kind}"
-        if self.relation is not None:
-            second = self.shapes[1]
-            text += f" {self.relation} a {second.size} {second.colour} {second.kind}"
-        return text + " ."
-
-    @property
-    def mean_side(self) -> float:
-        """``sqrt(width * height)``, the unit of shape extents."""
-        return math.sqrt(self.width * self.height)
-
-    @property
-    def file_suffix(self) -> str:
-        """``.jpg`` or ``.png``, as the image should be saved."""
-        return ".jpg" if self.image_format == "JPEG" else ".png"
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:

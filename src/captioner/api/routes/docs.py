@@ -29,8 +29,10 @@ _DOCS_HTML = """<!doctype html>
 <title>captioner API</title>
 <link rel="icon" href="static/{page}/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="docs/static/{swagger}/swagger-ui.css">
+<link rel="stylesheet" href="static/{page}/docs.css">
 </head>
 <body>
+<nav class="docs-bar"><a href="./">&larr; captioner: caption images on the web page</a></nav>
 <div id="swagger-ui" data-openapi-url="openapi.json"></div>
 <script src="docs/static/{swagger}/swagger-ui-bundle.js"></script>
 <script src="static/{page}/docs.js"></script>

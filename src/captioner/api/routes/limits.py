@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from captioner.api.deps import SettingsDep
+from captioner.api.deps import SettingsDep, search_bounds
 from captioner.api.schemas import ServerLimits
 
 __all__ = ["router"]
@@ -14,10 +14,10 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/limits", response_model=ServerLimits)
 async def limits(settings: SettingsDep) -> ServerLimits:
-    """Upload size, pixel count, files per batch request, beam size and length bounds.
+    """Upload sizes, pixel count, files per batch request, beam size and length bounds.
 
     Answers while the model is still loading, unlike ``/model/metadata``.
     """
-    return ServerLimits(
-        **{name: getattr(settings, name) for name in ServerLimits.model_fields},
-    )
+    fields = {name for name in ServerLimits.model_fields if name != "min_max_length"}
+    lower, _, _ = search_bounds(settings)["max_length"]
+    return ServerLimits(min_max_length=lower, **{name: getattr(settings, name) for name in fields})

@@ -17,7 +17,7 @@ from captioner.api.schemas import (
     Prediction,
     PredictResponse,
 )
-from captioner.api.uploads import read_images
+from captioner.api.uploads import image_limit, read_images
 
 if TYPE_CHECKING:
     from captioner.engine import ModelInfo
@@ -65,7 +65,8 @@ def _metadata_for(info: ModelInfo) -> ModelMetadata:
                 f"large one ({info.vocab_size}-word vocabulary with <UNK>, step "
                 f"{info.global_step}). It knows only such scenes: on a photo, or on two shapes "
                 "of about the same size, it answers confidently and wrongly. "
-                "Not the pretrained MAX model."
+                "Not the pretrained MAX model: start the server without --model demo "
+                "(or CAPTIONER_MODEL=demo) to caption photos with it."
             ),
             type="Image-to-Text Translation",
             source="bundled with captioner",
@@ -157,10 +158,18 @@ async def predict_batch(
 
     A file that cannot be captioned gets its own error entry; the others still succeed.
     """
-    image = await read_images(request, max_images=settings.max_files_per_batch_request)
-    outcomes = await service.caption_many(
-        [upload.data for upload in image], beam_size=params.beam_size, max_length=params.max_length
+    image = await read_images(
+        request, max_images=settings.max_files_per_batch_request, limit=image_limit(settings)
     )
+    readable = [upload for upload in image if upload.error is None]
+    captioned = iter(
+        await service.caption_many(
+            [upload.data for upload in readable],
+            beam_size=params.beam_size,
+            max_length=params.max_length,
+        )
+    )
+    outcomes = [upload.error or next(captioned) for upload in image]
     results: list[BatchItem] = []
     for index, (upload, outcome) in enumerate(zip(image, outcomes, strict=True)):
         if isinstance(outcome, Exception):

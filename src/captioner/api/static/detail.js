@@ -43,12 +43,14 @@ export class DetailView {
   /** Bounds of the re-run fields, from the server's limits. */
   setLimits(limits) {
     this.beamSize.max = String(limits.max_beam_size);
+    this.maxLength.min = String(limits.min_max_length);
     this.maxLength.max = String(limits.max_max_length);
     this.dialog.querySelector("#beam-size-hint").textContent =
       `Beam size (1 to ${limits.max_beam_size}): how many candidate captions the search ` +
       "keeps, and the most it returns.";
     this.dialog.querySelector("#max-length-hint").textContent =
-      `Max length (1 to ${limits.max_max_length}): the longest caption in tokens, ` +
+      `Max length (${limits.min_max_length} to ${limits.max_max_length}): the longest ` +
+      "caption in tokens, " +
       "counting its start and end: at most max length - 2 words.";
   }
 

@@ -11,6 +11,7 @@ import { formatPercent, sentence } from "./format.js";
  * @property {number} progress  Upload progress, 0 to 1.
  * @property {string} message  Why it waits, or what went wrong.
  * @property {boolean} retryable  Whether "Try again" can help after an error.
+ * @property {boolean} [unreadable]  The server could not decode the file.
  * @property {{caption: string, probability: number, logprob: number}[] | null} predictions
  * @property {{beam_size: number, max_length: number}} params
  */
@@ -77,6 +78,7 @@ export class Gallery {
     if (!card) return;
     const best = item.predictions?.[0] ?? null;
     card.dataset.state = item.state;
+    if (item.unreadable) card.classList.add("no-image");
     card.querySelector(".name").textContent = item.name;
     card.querySelector(".name").title = item.name;
     card.querySelector(".caption").textContent = best ? sentence(best.caption) : "";

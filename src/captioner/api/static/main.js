@@ -122,14 +122,7 @@ function showModel(metadata) {
   setModelStatus("ready", `Model: ${metadata.name}`);
   $("#model").title = metadata.description;
   if (metadata.id === DEMO_MODEL_ID) {
-    showNotice(
-      "warning",
-      "This server runs the bundled demo model. It only knows scenes of one coloured " +
-        "shape, or of a small one beside a large one (“a small red circle to the left of a " +
-        "large blue square”): on a photo, or on two shapes of about the same size, it says " +
-        "something confident and wrong. Start the server without --model demo " +
-        "to caption photos with the pretrained model.",
-    );
+    showNotice("warning", metadata.description); // the server's own words: one copy
   } else {
     $("#notice").hidden = true;
   }
@@ -256,6 +249,9 @@ async function captionItem(item) {
     return { retryAfter: wait };
   }
   const [message, retryable] = failure(answer);
+  // A 400 for a file the page let through means the server could not decode it: a browser
+  // may still draw part of it (a truncated JPEG), so the card shows the broken-file icon.
+  item.unreadable = answer.status === 400;
   fail(item, message, retryable);
   return undefined;
 }
