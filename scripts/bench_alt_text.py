@@ -31,7 +31,7 @@ from PIL import Image
 
 from captioner.alt_text import FIELDS, AltTextWriter, tag_arguments
 from captioner.exiftool import Exiftool
-from loadkit import cpu_name
+from loadkit import cpu_name, write_figures
 
 CAPTION = "a dog sitting on a couch next to a remote control ."
 COMMON = ["-charset", "iptc=UTF8"]
@@ -92,6 +92,14 @@ def main() -> None:
         print(f"{name:>10}: {statistics.median(values):7.1f} ms per image")
     spawn_ms = statistics.median(times["spawn"])
     print(f"stay_open saves {spawn_ms / statistics.median(times['stay_open']):.0f}x on the write")
+    write_figures(
+        "default",
+        {
+            "images": args.images,
+            "rounds": args.rounds,
+            **{f"{name}_ms": round(statistics.median(v), 1) for name, v in times.items()},
+        },
+    )
 
 
 if __name__ == "__main__":
