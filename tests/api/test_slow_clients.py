@@ -159,6 +159,32 @@ async def test_slow_clients_are_cut_off_at_their_deadlines_and_others_stay_fast(
     assert fake.preprocessed == 4  # the stalled uploads never reached the decoder
 
 
+async def test_a_stalled_body_hears_408_even_when_the_loop_was_held_past_both_deadlines(
+    tmp_path: Path, fake: FakeEngine
+) -> None:
+    """The app answers 408 at the body deadline, the protocol closes a second later; a loop
+    held up past both (a CPU-bound handler, a loaded machine) must not turn the 408 into a
+    silent close."""
+    settings = make_settings(
+        tmp_path, header_timeout_s=HEADER_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S
+    )
+    app = create_app(settings, engine=fake)
+
+    @app.get("/hold")
+    async def hold() -> dict[str, str]:
+        time.sleep(BODY_TIMEOUT_S + 2.0)  # blocks the server's loop, as a CPU-bound bug would
+        return {}
+
+    with serving_on_loopback(app) as port:
+        stalled = stalled_body(port)
+        await asyncio.sleep(1.0)  # the body's deadlines are armed
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert (await client.get("/hold")).status_code == 200
+        outcome = await stalled
+    assert outcome.answer.startswith(b"HTTP/1.1 408 "), outcome.answer[:200]
+    assert b"body did not arrive within 3 s" in outcome.answer
+
+
 async def test_a_body_nobody_reads_is_cut_off_too(tmp_path: Path, fake: FakeEngine) -> None:
     """A body trickled after its answer (the route never reads it) still has its deadline."""
     settings = make_settings(

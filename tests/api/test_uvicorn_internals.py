@@ -54,6 +54,7 @@ def test_a_cycle_attribute_renamed_is_caught_too(monkeypatch: pytest.MonkeyPatch
     def renamed(self: RequestResponseCycle) -> None:
         self.client_gone = False  # type: ignore[attr-defined]
         self.message_event = None  # type: ignore[assignment]
+        self.response_started = False
         self.response_complete = False
 
     monkeypatch.setattr(RequestResponseCycle, "__init__", renamed)

@@ -31,12 +31,19 @@ __all__ = [
     "NOT_READY_RETRY_AFTER_S",
     "RETRY_AFTER_HEADER",
     "ErrorRule",
+    "body_timeout_message",
     "error_body",
     "install_error_handlers",
     "rule_for",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def body_timeout_message(timeout_s: float) -> str:
+    """The 408 for a body that stalled: the app's answer, or the protocol's when it is late."""
+    return f"the request's body did not arrive within {timeout_s:g} s"
+
 
 # MAX's exact texts (its clients and tests may match them).
 MAX_VALIDATION_FAILED = "Input payload validation failed"

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from captioner.api.errors import INTERNAL_ERROR, error_body
+from captioner.api.errors import INTERNAL_ERROR, body_timeout_message, error_body
 from captioner.api.metrics import Metrics
 
 __all__ = [
@@ -224,8 +224,7 @@ class UploadGuardMiddleware:
             await refusal.send(scope, receive, send)
 
     def _too_slow(self) -> _Refusal:
-        message = f"the request's body did not arrive within {self.body_timeout_s:g} s"
-        return _Refusal(408, "body_timeout", message)
+        return _Refusal(408, "body_timeout", body_timeout_message(self.body_timeout_s))
 
     @staticmethod
     def _busy() -> _Refusal:

@@ -45,7 +45,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from captioner.api.errors import error_body
+from captioner.api.errors import body_timeout_message, error_body
 from captioner.api.internals import Needs, missing
 
 __all__ = ["LIMITS_KEY", "NEEDS", "ConnectionLimits", "GuardedH11Protocol", "guarded_protocol"]
@@ -190,7 +190,12 @@ class GuardedH11Protocol(H11Protocol):
         else:
             self._limits.dropped("body_timeout")
             if self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.disconnected = True  # the app's receive() now says so
+                if not self.cycle.response_started:
+                    # The app's own 408 is late (a loop held up elsewhere): the client still
+                    # learns why, whichever deadline fired first.
+                    message = body_timeout_message(self._limits.body_timeout_s)
+                    self.transport.write(_raw_answer(408, "Request Timeout", message))
+                self.cycle.disconnected = True  # the app's receive() and send() now say so
                 self.cycle.message_event.set()
         self.transport.close()
 
@@ -203,7 +208,10 @@ NEEDS = (
         attributes=("conn", "cycle", "transport", "loop", "connections"),
         parameters=("config", "server_state", "app_state", "_loop"),
     ),
-    Needs(RequestResponseCycle, attributes=("disconnected", "message_event", "response_complete")),
+    Needs(
+        RequestResponseCycle,
+        attributes=("disconnected", "message_event", "response_started", "response_complete"),
+    ),
 )
 
 
