@@ -333,3 +333,28 @@ async def test_an_image_whose_deadline_passed_waiting_for_a_thread_is_not_decode
             await slow
         assert engine.preprocessed == 1  # red was never decoded
         assert batcher.depth == 0
+
+
+async def test_a_request_cancelled_while_its_images_decode_gives_back_every_slot() -> None:
+    engine = FakeEngine(decode_gates={"blue": threading.Event()})
+    async with running(engine, max_queue_size=2, timeout_s=30.0) as batcher:
+        leaver = asyncio.create_task(
+            batcher.caption_many([png_bytes("red"), png_bytes("blue")], beam_size=3, max_length=20)
+        )
+        await wait_until(lambda: engine.preprocessed == 1)  # red decoded, blue still decoding
+        leaver.cancel()
+        await asyncio.gather(leaver, return_exceptions=True)
+        engine.decode_gates["blue"].set()
+        assert batcher.depth == 0 and batcher.waiting == 0
+        # The whole queue is free again: two images fit.
+        outcomes = await batcher.caption_many(
+            [png_bytes("green"), png_bytes("red")], beam_size=3, max_length=20
+        )
+        assert [caption_of(o) for o in outcomes if isinstance(o, Captioned)] == [
+            "a green square",
+            "a red square",
+        ]
+        closing = asyncio.get_running_loop().time()
+        await batcher.aclose(5.0)  # nothing is left admitted: no drain to wait out
+        assert asyncio.get_running_loop().time() - closing < 1.0
+    assert engine.batch_sizes == [2]
