@@ -95,8 +95,8 @@ async def test_missing_image_gives_max_validation_body(
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        (b"this is not an image", "not an image"),
-        (jpeg_bytes("red")[:40], "not an image"),  # truncated
+        (b"this is not an image", "the data is not a supported image (JPEG, PNG, GIF, BMP"),
+        (jpeg_bytes("red")[:40], "the JPEG image is corrupt or truncated"),
     ],
     ids=["garbage", "truncated"],
 )
@@ -117,7 +117,9 @@ async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeEngine) ->
         "/model/predict", files={"image": ("big.png", buffer.getvalue(), "image/png")}
     )
     assert response.status_code == 413
-    assert "pixels" in response.json()["message"]
+    assert response.json()["message"] == (
+        "the PNG image is 4000x2000 = 8000000 pixels, more than the limit of 4000000"
+    )
     assert fake.calls == []
 
 
@@ -315,7 +317,8 @@ async def test_batch_route_answers_each_file_in_order(
         "a yellow square",
     ]
     assert all(len(r["predictions"]) == 2 for r in results if r["status"] == "ok")
-    assert results[1]["code"] == 400 and "not an image" in results[1]["message"]
+    assert results[1]["code"] == 400
+    assert results[1]["message"].startswith("the JPEG image is corrupt or truncated")
     assert "predictions" not in results[1]
     # The three good files shared one engine call; the bad one never reached it.
     assert fake.batch_sizes == [3]
