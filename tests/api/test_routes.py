@@ -408,7 +408,11 @@ async def test_metadata_of_another_checkpoint_describes_it(client: httpx.AsyncCl
 # --- documents ------------------------------------------------------------------------------
 
 
-async def test_swagger_json_satisfies_max_test_suite(client: httpx.AsyncClient) -> None:
+async def test_swagger_json_has_what_max_tests_check_and_is_valid_swagger_2(
+    client: httpx.AsyncClient,
+) -> None:
+    """MAX's test suite checks this document's status, exact content type, ``swagger`` key
+    and title (its metadata and caption checks are other tests); the rest is ours."""
     response = await client.get("/swagger.json")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"  # exactly, no charset
