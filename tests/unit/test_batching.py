@@ -33,6 +33,7 @@ async def running(engine: FakeEngine, **options: Any) -> AsyncIterator[MicroBatc
         "timeout_s": 10.0,
     }
     settings.update(options)
+    engine.warmup([])  # loads the decoder before any deadline runs, as the server's start does
     batcher = MicroBatcher(engine, **settings)
     await batcher.start()
     try:
@@ -312,9 +313,14 @@ async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work(
         await wait_until(lambda: len(calls) == 1)
         await asyncio.sleep(0.15)
         assert len(calls) == 1  # once per idle spell, not every idle_s
-        for colour in COLOURS[:4]:  # requests closer together than idle_s
-            await caption_task(batcher, colour)
-            await asyncio.sleep(0.01)
+        # Work that never leaves the queue empty (the worker held while it fills): no call
+        # during it, however slow this machine is, and one after it.
+        holder = await hold_worker(engine, batcher)
+        queued = [caption_task(batcher, colour) for colour in COLOURS[:4]]
+        await wait_until(lambda: batcher.waiting == 4)
+        assert engine.gate is not None
+        engine.gate.set()
+        await asyncio.gather(holder, *queued)
         assert len(calls) == 1
         await wait_until(lambda: len(calls) == 2)
     assert set(calls) == engine.threads  # the model's worker thread
