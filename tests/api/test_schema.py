@@ -77,6 +77,7 @@ def test_every_operation_passes_every_schemathesis_check(
     assert fake.calls, "no schema-valid upload reached the engine"
 
 
+@pytest.mark.slow
 def test_every_breach_of_the_upload_schema_is_refused(tmp_path: Path, fake: FakeEngine) -> None:
     # Its one warning is expected: most uploads (random bytes) are refused as not images.
     run_schemathesis(

@@ -55,6 +55,7 @@ def caption_task(
 async def hold_worker(engine: FakeEngine, batcher: MicroBatcher) -> asyncio.Task[Captioned]:
     """Start one request and keep the worker busy with it until ``engine.gate`` is set."""
     engine.gate = threading.Event()
+    engine.entered.clear()  # set by any earlier engine call
     task = asyncio.create_task(
         batcher.caption(png_bytes("black"), beam_size=3, max_length=20), name="holder"
     )
