@@ -17,6 +17,21 @@ from captioner.testing import write_full_size_checkpoint, write_random_checkpoin
 _LOOPBACK = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Coverage's floor (``fail_under`` in pyproject.toml) judges whole runs only.
+
+    The README's ``python -m pytest`` runs every test, and falls under the floor if the
+    package's coverage dropped; a run of some tests (paths named, ``-k``, ``-m``,
+    ``--deselect``) covers less by design, so it reports the figure and passes.
+    """
+    coverage = config.pluginmanager.get_plugin("_cov")  # pytest-cov, when installed
+    whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+        config.option.keyword or config.option.markexpr or config.option.deselect
+    )
+    if coverage is not None and not whole:
+        coverage.options.cov_fail_under = 0
+
+
 @pytest.fixture(autouse=True)
 def _no_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test depends on the CAPTIONER_* (or MAX's CORS_ENABLE) variables of its shell."""

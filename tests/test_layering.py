@@ -105,6 +105,14 @@ def test_light_imports_do_not_load_tensorflow(module: str) -> None:
 
 def test_public_api_is_sorted_and_complete() -> None:
     assert captioner.__all__ == sorted(captioner.__all__)
+    # Complete: every error the library can raise, and every name loaded on first use.
+    errors = {
+        name
+        for name, value in vars(captioner.errors).items()
+        if isinstance(value, type) and issubclass(value, captioner.errors.CaptionerError)
+    }
+    assert errors <= set(captioner.__all__), errors - set(captioner.__all__)
+    assert set(captioner._LAZY) <= set(captioner.__all__)
     for name in captioner.__all__:
         assert getattr(captioner, name) is not None
 

@@ -257,30 +257,45 @@ class MicroBatcher:
         deadline = time.monotonic() + self._timeout_s
         key = (beam_size, max_length)
         admitted_at = time.monotonic()
-        self._decoding[key] += len(images)
-        try:
-            prepared = await asyncio.gather(
-                *(self._preprocess(image, deadline) for image in images),
-                return_exceptions=True,
-            )
-        finally:
-            self._decoding[key] -= len(images)
-        failure = next((p for p in prepared if isinstance(p, BaseException)), None)
-        if failure is not None and not isinstance(failure, CaptionerError):
-            for _ in (p for p in prepared if isinstance(p, np.ndarray)):
-                self._release()  # a bug in preprocessing: give back the good ones' slots
-            raise failure
-        # The images of one call join the queue together, so they can share one batch.
+        # Each admitted image holds one slot. Until an image is put in the queue its slot is
+        # this call's to give back, on every way out (bad images, a bug in preprocessing, the
+        # caller cancelled while its images decode); once queued, whoever takes it out of the
+        # queue gives it back (_take or _withdraw). Whatever happens, each is given back once.
         pending: list[_Pending | CaptionerError] = []
-        for pixels in prepared:  # arrays and CaptionerErrors: anything else was raised above
-            if isinstance(pixels, np.ndarray):
-                item = _Pending(pixels=pixels, key=key, admitted_at=admitted_at, deadline=deadline)
-                self._waiting.append(item)
-                pending.append(item)
-            elif isinstance(pixels, CaptionerError):
-                pending.append(pixels)
+        queued: list[_Pending] = []
+        try:
+            self._decoding[key] += len(images)
+            try:
+                prepared = await asyncio.gather(
+                    *(self._preprocess(image, deadline) for image in images),
+                    return_exceptions=True,
+                )
+            finally:
+                self._decoding[key] -= len(images)
+            failure = next((p for p in prepared if isinstance(p, BaseException)), None)
+            if failure is not None and not isinstance(failure, CaptionerError):
+                raise failure  # a bug in preprocessing
+            # The images of one call join the queue together, so they can share one batch.
+            for pixels in prepared:  # arrays and CaptionerErrors: anything else was raised
+                if isinstance(pixels, np.ndarray):
+                    item = _Pending(
+                        pixels=pixels, key=key, admitted_at=admitted_at, deadline=deadline
+                    )
+                    self._waiting.append(item)
+                    queued.append(item)
+                    pending.append(item)
+                elif isinstance(pixels, CaptionerError):
+                    pending.append(pixels)
+        finally:
+            self._release(len(images) - len(queued))
         self._wakeup.set()
-        return list(await asyncio.gather(*(self._outcome(item) for item in pending)))
+        try:
+            return list(await asyncio.gather(*(self._outcome(item) for item in pending)))
+        except BaseException:  # the caller went away (or a batch failed): drop the unstarted
+            for item in queued:
+                if not item.started:
+                    self._withdraw(item)
+            raise
 
     async def aclose(self, timeout_s: float) -> None:
         """Stop admitting, finish every admitted request (up to ``timeout_s``), stop threads.
@@ -317,9 +332,10 @@ class MicroBatcher:
         self._set_admitted(self._admitted + count)
         self._arrived += count
 
-    def _release(self) -> None:
-        self._set_admitted(self._admitted - 1)
-        self._wakeup.set()  # a drain may be waiting for the count to reach 0
+    def _release(self, count: int = 1) -> None:
+        if count:
+            self._set_admitted(self._admitted - count)
+            self._wakeup.set()  # a drain may be waiting for the count to reach 0
 
     def _set_admitted(self, count: int) -> None:
         self._admitted = count
@@ -333,15 +349,11 @@ class MicroBatcher:
     # --- one request ----------------------------------------------------------------------
 
     async def _preprocess(self, image: bytes, deadline: float) -> np.ndarray:
-        """Decode on the preprocessing pool; a failure gives back the admission slot."""
+        """Decode on the preprocessing pool, off the event loop."""
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._preprocess_pool, self._decode_in_time, image, deadline
-            )
-        except BaseException:
-            self._release()
-            raise
+        return await loop.run_in_executor(
+            self._preprocess_pool, self._decode_in_time, image, deadline
+        )
 
     def _decode_in_time(self, image: bytes, deadline: float) -> np.ndarray:
         """Decode, unless the deadline passed while the image waited for a thread."""
@@ -371,10 +383,6 @@ class MicroBatcher:
             raise DeadlineExceededError(
                 f"the request waited {self._timeout_s:g} s in the queue and was dropped"
             ) from None
-        except asyncio.CancelledError:  # the client went away
-            if not pending.started:
-                self._withdraw(pending)
-            raise
 
     def _withdraw(self, pending: _Pending) -> None:
         """Take a request that has not started out of the queue for good."""

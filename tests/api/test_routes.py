@@ -95,11 +95,10 @@ async def test_missing_image_gives_max_validation_body(
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        (b"this is not an image", "not an image"),
-        (b"", "not an image"),
-        (jpeg_bytes("red")[:40], "not an image"),  # truncated
+        (b"this is not an image", "the data is not a supported image (JPEG, PNG, GIF, BMP"),
+        (jpeg_bytes("red")[:40], "the JPEG image is corrupt or truncated"),
     ],
-    ids=["garbage", "empty", "truncated"],
+    ids=["garbage", "truncated"],
 )
 async def test_undecodable_upload_is_400_naming_the_problem(
     client: httpx.AsyncClient, data: bytes, problem: str
@@ -118,7 +117,9 @@ async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeEngine) ->
         "/model/predict", files={"image": ("big.png", buffer.getvalue(), "image/png")}
     )
     assert response.status_code == 413
-    assert "pixels" in response.json()["message"]
+    assert response.json()["message"] == (
+        "the PNG image is 4000x2000 = 8000000 pixels, more than the limit of 4000000"
+    )
     assert fake.calls == []
 
 
@@ -387,7 +388,8 @@ async def test_batch_route_answers_each_file_in_order(
         "a yellow square",
     ]
     assert all(len(r["predictions"]) == 2 for r in results if r["status"] == "ok")
-    assert results[1]["code"] == 400 and "not an image" in results[1]["message"]
+    assert results[1]["code"] == 400
+    assert results[1]["message"].startswith("the JPEG image is corrupt or truncated")
     assert "predictions" not in results[1]
     # The three good files shared one engine call; the bad one never reached it.
     assert fake.batch_sizes == [3]
@@ -401,6 +403,44 @@ async def test_batch_route_refuses_too_many_files(tmp_path: Path, fake: FakeEngi
     assert response.status_code == 400
     assert "at most 2 images per request" in response.json()["errors"]["image"]
     assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("odd_part", "problem"),
+    [
+        (("image", (None, b"a form value")), "1 of them were plain form fields"),
+        (("image", ("empty.png", b"", "image/png")), "image file 2 ('empty.png') is empty"),
+    ],
+    ids=["form-field", "empty-file"],
+)
+async def test_batch_route_refuses_a_part_the_document_does_not_allow(
+    client: httpx.AsyncClient,
+    fake: FakeEngine,
+    odd_part: tuple[str, tuple[object, ...]],
+    problem: str,
+) -> None:
+    """The document promises files of at least one byte: anything else is the client's
+    mistake about the request (400), not one more unreadable image in a 200."""
+    files = [("image", ("red.png", png_bytes("red"), "image/png")), odd_part]
+    response = await client.post("/model/predict/batch", files=files)  # type: ignore[arg-type]
+    assert response.status_code == 400
+    assert problem in response.json()["errors"]["image"]
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("path", ["/model/predict", "/model/predict/batch"])
+async def test_an_empty_file_is_400_naming_it(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.post(path, files={"image": ("empty.jpg", b"", "image/jpeg")})
+    assert response.status_code == 400
+    assert response.json()["errors"]["image"] == "image file 1 ('empty.jpg') is empty: 0 bytes"
+
+
+def test_the_document_says_an_image_file_holds_at_least_one_byte(tmp_path: Path) -> None:
+    document = create_app(make_settings(tmp_path), engine=FakeEngine()).openapi()
+    for path in ("/model/predict", "/model/predict/batch"):
+        form = document["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        image = form["schema"]["properties"]["image"]
+        assert image.get("items", image)["minLength"] == 1
 
 
 async def test_batch_route_without_files_is_max_400(client: httpx.AsyncClient) -> None:
@@ -439,7 +479,11 @@ async def test_metadata_of_another_checkpoint_describes_it(client: httpx.AsyncCl
 # --- documents ------------------------------------------------------------------------------
 
 
-async def test_swagger_json_satisfies_max_test_suite(client: httpx.AsyncClient) -> None:
+async def test_swagger_json_has_what_max_tests_check_and_is_valid_swagger_2(
+    client: httpx.AsyncClient,
+) -> None:
+    """MAX's test suite checks this document's status, exact content type, ``swagger`` key
+    and title (its metadata and caption checks are other tests); the rest is ours."""
     response = await client.get("/swagger.json")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"  # exactly, no charset

@@ -154,7 +154,13 @@ def test_a_stalled_upload_cannot_hold_a_stop_past_drain_plus_shutdown_timeout(
             b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
             + png(0)[:1000]
         )
-        time.sleep(0.5)  # the request is in the app, reading its body
+        # Wait until the request is in the app, reading its body (its bytes admitted).
+        deadline = time.monotonic() + 30
+        while not re.search(
+            r"^captioner_upload_bytes_held [1-9]", httpx.get(f"{base}/metrics").text, re.M
+        ):
+            assert time.monotonic() < deadline, "the stalled upload never reached the app"
+            time.sleep(0.02)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=60)

@@ -205,9 +205,19 @@ async def test_connections_over_the_cap_get_503_and_are_closed(
     tmp_path: Path, fake: FakeEngine
 ) -> None:
     settings = make_settings(tmp_path, max_connections=20, header_timeout_s=HEADER_TIMEOUT_S)
-    with serving_on_loopback(create_app(settings, engine=fake)) as port:
+    app = create_app(settings, engine=fake)
+
+    async def until_open(count: int) -> None:
+        """Wait until the server has counted ``count`` open connections (its own gauge)."""
+        deadline = time.monotonic() + 10
+        registry = app.state.metrics.registry
+        while registry.get_sample_value("captioner_open_connections") != count:
+            assert time.monotonic() < deadline, "the server never counted the connections"
+            await asyncio.sleep(0.01)
+
+    with serving_on_loopback(app) as port:
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
-        await asyncio.sleep(0.2)
+        await until_open(20)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
             answer = extra.recv(4096)  # sent before the client says anything
         assert answer.startswith(b"HTTP/1.1 503 "), answer
@@ -215,7 +225,7 @@ async def test_connections_over_the_cap_get_503_and_are_closed(
         assert b"maximum of 20 open connections" in answer
         for connection in held:
             connection.close()
-        await asyncio.sleep(0.3)
+        await until_open(0)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/v2/health/live")).status_code == 200
             text = (await client.get("/metrics")).text

@@ -1,7 +1,9 @@
-"""A fake Captioner with the engine's interface: no TensorFlow, answers in microseconds.
+"""A fake Captioner with the engine's interface: no model, answers in microseconds.
 
 It returns the engine's own ``Caption`` and ``ModelInfo`` (plain dataclasses; importing
-``captioner.engine`` does not load TensorFlow).
+``captioner.engine`` does not load TensorFlow), and decodes uploads with the server's own
+decoder (``captioner.preprocessing.decode_image``, which loads TensorFlow's image decoders
+when first used).
 
 Its captions name each image's dominant colour ("a red square"), so a test can tell whose
 captions a client received. It records every engine call (batch size, knobs, thread) and
@@ -19,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from captioner.engine import Caption, ModelInfo
-from captioner.errors import InvalidImageError, InvalidRequestError
+from captioner.errors import InvalidRequestError
+from captioner.preprocessing import decode_image
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),
@@ -71,19 +74,11 @@ class FakeEngine:
         return [call[0] for call in self.calls]
 
     def preprocess(self, image: bytes) -> np.ndarray:
-        try:
-            with Image.open(io.BytesIO(image)) as opened:
-                if opened.width * opened.height > self.max_image_pixels:
-                    raise InvalidImageError(
-                        f"the image has {opened.width * opened.height} pixels, more than "
-                        f"the limit of {self.max_image_pixels}",
-                        too_large=True,
-                    )
-                rgb = opened.convert("RGB").resize((299, 299))
-        except InvalidImageError:
-            raise
-        except Exception as exc:
-            raise InvalidImageError(f"not an image this server can read: {exc}") from exc
+        # The server's own decoder, so that what a bad upload is told (empty, unknown
+        # format, corrupt, too many pixels) is what the server says; only the resize is
+        # cheaper than the engine's.
+        decoded = decode_image(image, max_pixels=self.max_image_pixels)
+        rgb = Image.fromarray(decoded).resize((299, 299))
         pixels = (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5) * 2.0
         gate = self.decode_gates.get(colour_of(pixels))
         if gate is not None:  # a slow upload: its decoding ends when the test says so
@@ -110,6 +105,9 @@ class FakeEngine:
                 raise InvalidRequestError(f"{name} must be at least 1, got {value}", field=name)
 
     def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
+        # Load the decoder (TensorFlow's, seconds) now, as the engine's warm-up does, not
+        # during the first request.
+        decode_image(png_bytes("black"), max_pixels=self.max_image_pixels)
         if self.warmup_gate is not None:
             self.warmup_gate.wait(10)
         self.warmed_up.extend(batch_sizes)

@@ -3,8 +3,10 @@
 It reads tensors straight from the checkpoint with TensorFlow's reader, computes in float64,
 and runs the original Python beam search (a heap-based top-N, as ``caption_generator.py``).
 Only the Inception *wiring* (``captioner.encoder.inception_v3``) is shared: its layer
-table is checked separately against the original tensor layout; every operation it calls
-here (convolution, unfolded batch norm, pools, LSTM, softmax, beam search) is NumPy code.
+table is checked separately against the original tensor layout, and the encoder's features
+against Keras's own InceptionV3 (``tests/integration/test_encoder_oracle.py``); every
+operation it calls here (convolution, unfolded batch norm, pools, LSTM, softmax, beam
+search) is NumPy code.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ async def running(engine: FakeEngine, **options: Any) -> AsyncIterator[MicroBatc
         "timeout_s": 10.0,
     }
     settings.update(options)
+    engine.warmup([])  # loads the decoder before any deadline runs, as the server's start does
     batcher = MicroBatcher(engine, **settings)
     await batcher.start()
     try:
@@ -54,6 +55,7 @@ def caption_task(
 async def hold_worker(engine: FakeEngine, batcher: MicroBatcher) -> asyncio.Task[Captioned]:
     """Start one request and keep the worker busy with it until ``engine.gate`` is set."""
     engine.gate = threading.Event()
+    engine.entered.clear()  # set by any earlier engine call
     task = asyncio.create_task(
         batcher.caption(png_bytes("black"), beam_size=3, max_length=20), name="holder"
     )
@@ -312,9 +314,14 @@ async def test_on_idle_runs_on_the_worker_once_the_queue_stays_empty_after_work(
         await wait_until(lambda: len(calls) == 1)
         await asyncio.sleep(0.15)
         assert len(calls) == 1  # once per idle spell, not every idle_s
-        for colour in COLOURS[:4]:  # requests closer together than idle_s
-            await caption_task(batcher, colour)
-            await asyncio.sleep(0.01)
+        # Work that never leaves the queue empty (the worker held while it fills): no call
+        # during it, however slow this machine is, and one after it.
+        holder = await hold_worker(engine, batcher)
+        queued = [caption_task(batcher, colour) for colour in COLOURS[:4]]
+        await wait_until(lambda: batcher.waiting == 4)
+        assert engine.gate is not None
+        engine.gate.set()
+        await asyncio.gather(holder, *queued)
         assert len(calls) == 1
         await wait_until(lambda: len(calls) == 2)
     assert set(calls) == engine.threads  # the model's worker thread
@@ -333,3 +340,28 @@ async def test_an_image_whose_deadline_passed_waiting_for_a_thread_is_not_decode
             await slow
         assert engine.preprocessed == 1  # red was never decoded
         assert batcher.depth == 0
+
+
+async def test_a_request_cancelled_while_its_images_decode_gives_back_every_slot() -> None:
+    engine = FakeEngine(decode_gates={"blue": threading.Event()})
+    async with running(engine, max_queue_size=2, timeout_s=30.0) as batcher:
+        leaver = asyncio.create_task(
+            batcher.caption_many([png_bytes("red"), png_bytes("blue")], beam_size=3, max_length=20)
+        )
+        await wait_until(lambda: engine.preprocessed == 1)  # red decoded, blue still decoding
+        leaver.cancel()
+        await asyncio.gather(leaver, return_exceptions=True)
+        engine.decode_gates["blue"].set()
+        assert batcher.depth == 0 and batcher.waiting == 0
+        # The whole queue is free again: two images fit.
+        outcomes = await batcher.caption_many(
+            [png_bytes("green"), png_bytes("red")], beam_size=3, max_length=20
+        )
+        assert [caption_of(o) for o in outcomes if isinstance(o, Captioned)] == [
+            "a green square",
+            "a red square",
+        ]
+        closing = asyncio.get_running_loop().time()
+        await batcher.aclose(5.0)  # nothing is left admitted: no drain to wait out
+        assert asyncio.get_running_loop().time() - closing < 1.0
+    assert engine.batch_sizes == [2]

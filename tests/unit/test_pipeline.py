@@ -44,7 +44,8 @@ def test_a_bad_image_fails_alone_with_its_reason(tmp_path: Path) -> None:
     ]
     results = caption_batch(FakeEngine(), sources)
     assert [r.ok for r in results] == [True, False, False, False, True]
-    assert "not an image" in (results[1].error or "")
+    assert (results[1].error or "").startswith("the data is not a supported image")
+    assert results[2].error == "the image is empty (0 bytes)"
     assert results[3].error == "No such file or directory"
     assert results[4].captions[0].text.startswith("a blue")
 

@@ -5,10 +5,16 @@ temporary file (nothing a client sends should touch the disk, and a read-only co
 has little of it), and treats a part without a ``filename`` as a text field, mangling
 binary data. Here the body streams through python-multipart's parser into memory (the
 request's size is already capped and admitted against the upload budget, see
-:class:`~captioner.api.middleware.UploadGuardMiddleware`): a part named ``image`` is an
-image when it has a file name or a non-text ``Content-Type``; other parts are skipped
-without being kept. An image part over its own limit (a batch request's, see
-:func:`image_limit`) is read to its end but not kept: it gets its own 413 in the answer.
+:class:`~captioner.api.middleware.UploadGuardMiddleware`).
+
+A part named ``image`` is a file when it has a file name or a non-text ``Content-Type``;
+otherwise it is a plain form field (MAX's "image sent as a text field"). A request with no
+image file is MAX's 400 for a missing image; one with files and a form field under that
+name is a 400 that says so (the document promises files only, and a form value answered
+as an unreadable image would hide the client's mistake); an empty file is a 400 too (the
+document says a file holds at least one byte). An image part over its own limit (a batch
+request's, see :func:`image_limit`) is read to its end but not kept: it gets its own 413 in
+the answer. Parts with other names are skipped without being kept.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class _Collector:
         self.max_images = max_images
         self.limit = limit
         self.images: list[ImagePart] = []
+        self.form_fields = 0  # parts named image that are not files
         self._part = _Part()
         self._name = b""
         self._value = b""
@@ -95,15 +102,18 @@ class _Collector:
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._part.headers.get(b"content-disposition"))
+        if options.get(b"name") != FIELD.encode():
+            return
         media_type, _ = parse_options_header(self._part.headers.get(b"content-type"))
-        is_file = b"filename" in options or media_type not in (b"", b"text/plain")
-        if options.get(b"name") == FIELD.encode() and is_file:
-            if len(self.images) == self.max_images:
-                plural = "s" if self.max_images > 1 else ""
-                raise InvalidRequestError(
-                    f"at most {self.max_images} image{plural} per request", field=FIELD
-                )
-            self._part.chunks = []
+        if b"filename" not in options and media_type in (b"", b"text/plain"):
+            self.form_fields += 1
+            return
+        if len(self.images) == self.max_images:
+            plural = "s" if self.max_images > 1 else ""
+            raise InvalidRequestError(
+                f"at most {self.max_images} image{plural} per request", field=FIELD
+            )
+        self._part.chunks = []
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
@@ -125,7 +135,13 @@ class _Collector:
                 error = InvalidImageError(message, too_large=True)
                 self.images.append(ImagePart(filename, b"", error))
             else:
-                self.images.append(ImagePart(filename, b"".join(part.chunks)))
+                data = b"".join(part.chunks)
+                if not data:  # the document's minLength: an empty file is never an image
+                    raise InvalidRequestError(
+                        f"image file {len(self.images) + 1} ({filename!r}) is empty: 0 bytes",
+                        field=FIELD,
+                    )
+                self.images.append(ImagePart(filename, data))
             part.chunks = None
 
 
@@ -135,8 +151,9 @@ async def read_images(
     """The request's ``image`` parts, in order; those over ``limit`` with their ``error``.
 
     Raises:
-        InvalidRequestError: Not a multipart body, a malformed one, no image part (MAX's
-            400 for a missing image), or more than ``max_images`` of them.
+        InvalidRequestError: Not a multipart body, a malformed one, no image file (MAX's
+            400 for a missing image), an ``image`` part that is a form field beside image
+            files, an empty file, or more than ``max_images`` files.
     """
     media_type, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
@@ -163,4 +180,10 @@ async def read_images(
         raise InvalidRequestError(f"the multipart body is malformed: {exc}", field=FIELD) from exc
     if not collector.images:
         raise InvalidRequestError(MAX_MISSING_IMAGE, field=FIELD)
+    if collector.form_fields:
+        raise InvalidRequestError(
+            f"every part named {FIELD} must be a file (a filename or a non-text Content-Type); "
+            f"{collector.form_fields} of them were plain form fields",
+            field=FIELD,
+        )
     return collector.images

@@ -120,7 +120,9 @@ def _multipart_body(image: Mapping[str, object]) -> dict[str, object]:
     }
 
 
-_FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+# A file of at least one byte: an empty part is never an image (uploads.py refuses a part
+# that is a plain form field, which is not a binary string either).
+_FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
 
 
 @router.post(
