@@ -118,7 +118,7 @@ async def test_pixel_bomb_is_413(client: httpx.AsyncClient, fake: FakeEngine) ->
     )
     assert response.status_code == 413
     assert response.json()["message"] == (
-        "the PNG image is 4000x2000 = 8000000 pixels, more than the limit of 4000000"
+        "the PNG image is 4000x2000 = 8,000,000 pixels, more than the limit of 4,000,000"
     )
     assert fake.calls == []
 
