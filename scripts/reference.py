@@ -58,7 +58,10 @@ def command_help() -> str:
     from captioner.cli import cli
 
     parts: list[str] = []
-    group = click.Context(cli, info_name="captioner", terminal_width=HELP_WIDTH)
+    # The group's context settings (``-h`` beside ``--help``), as ``captioner`` applies them.
+    group = click.Context(
+        cli, info_name="captioner", terminal_width=HELP_WIDTH, **cli.context_settings
+    )
     for name in cli.list_commands(group):
         command = cli.get_command(group, name)
         assert command is not None

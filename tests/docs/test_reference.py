@@ -4,6 +4,7 @@ check catches a page left behind by a change to the code."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,3 +58,25 @@ def test_the_pages_hold_every_setting_and_every_commands_help() -> None:
     commands = reference.PAGES["cli"].read_text()
     for name in cli.commands:
         assert f"Usage: captioner {name} [OPTIONS]" in commands, name
+
+
+def test_the_page_shows_what_help_prints() -> None:
+    """The page is what ``captioner COMMAND --help`` prints, its context settings included.
+
+    Each in a fresh process: click keeps a command's help option once made, so in this one
+    the first rendering (the page's own) would decide what the second shows."""
+    from captioner.cli import cli
+
+    commands = reference.PAGES["cli"].read_text()
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom captioner.cli import cli\n"
+        "run = CliRunner().invoke(cli, [sys.argv[1], '--help'], "
+        f"terminal_width={reference.HELP_WIDTH}, prog_name='captioner')\n"
+        "print(run.output, end='')\nsys.exit(run.exit_code)\n"
+    )
+    for name in cli.commands:
+        printed = subprocess.run(
+            [sys.executable, "-c", code, name], capture_output=True, text=True, timeout=120
+        )
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.strip() in commands, name
