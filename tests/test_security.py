@@ -17,6 +17,7 @@ nothing cannot pass by accident.
 from __future__ import annotations
 
 import ast
+import gc
 import re
 from pathlib import Path
 
@@ -55,6 +56,19 @@ FETCHING_FUNCTIONS = {
 }
 
 
+def parse(source: str) -> ast.Module:
+    """``ast.parse`` with the garbage collector held off: on CPython 3.11.7, a finalizer run
+    while the tree is converted (TensorFlow's, in a long test run) can unbalance the
+    converter's recursion count and raise "AST constructor recursion depth mismatch"."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _dotted(node: ast.AST) -> str:
     if isinstance(node, ast.Name):
         return node.id
@@ -66,7 +80,7 @@ def _dotted(node: ast.AST) -> str:
 def unsafe_uses(source: str) -> list[str]:
     """What in ``source`` deserialises pickles, runs code or a process, or extracts blindly."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -92,7 +106,7 @@ def unsafe_uses(source: str) -> list[str]:
 def network_uses(source: str) -> set[str]:
     """The network clients ``source`` imports, and its outgoing-connection calls."""
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name in NETWORK_MODULES}
         elif isinstance(node, ast.ImportFrom) and node.module in NETWORK_MODULES:
@@ -104,7 +118,7 @@ def network_uses(source: str) -> set[str]:
 
 def fetcher_imports(source: str) -> tuple[bool, set[str]]:
     """Whether ``source`` imports a fetcher when imported itself, and the functions that do."""
-    tree = ast.parse(source)
+    tree = parse(source)
     at_import, functions = False, set()
 
     def imports_fetcher(node: ast.AST) -> bool:
@@ -175,7 +189,7 @@ def importers_of(module: str) -> set[str]:
     importers = set()
     for path in MODULES:
         name = _name(path)
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse(path.read_text())):
             modules = (
                 [a.name for a in node.names] if isinstance(node, ast.Import)
                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
