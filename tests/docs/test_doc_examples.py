@@ -158,7 +158,7 @@ def lenient_paths(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("lenient_paths")
 @pytest.mark.parametrize("args", CAPTIONER_LINES)
 def test_every_captioner_command_parses(args: list[str]) -> None:
-    group = click.Context(cli, info_name="captioner")
+    group = click.Context(cli, info_name="captioner", **cli.context_settings)  # as run
     name, *rest = args
     command = cli.get_command(group, name)
     assert command is not None, f"unknown command {name!r}"
