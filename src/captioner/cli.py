@@ -134,20 +134,34 @@ _MODEL_OPTIONS = (
 )
 
 
-def _model_options(func: F) -> F:
-    """Which model to load and how to decode: the same flags for caption and evaluate."""
-    for option in reversed(_MODEL_OPTIONS):
-        func = option(func)
-    return func
+def _options(*groups: tuple[Callable[[F], F], ...]) -> Callable[[F], F]:
+    """Apply groups of options in order (as if written one above the other)."""
+
+    def apply(func: F) -> F:
+        for option in reversed([o for group in groups for o in group]):
+            func = option(func)
+        return func
+
+    return apply
+
+
+# Which model to load and how to decode: the same flags for caption and evaluate.
+_model_options = _options(_MODEL_OPTIONS)
+
+
+def _model_settings(**options: Any) -> Settings:
+    """The settings the model options (and the environment) give, the package's log shown
+    at their level."""
+    settings = _settings(**options)
+    _show_package_logs(settings.log_level)
+    return settings
 
 
 def _load_model(**options: Any) -> Captioner:
     """The model the options (and the environment) name, downloaded first if missing."""
     from captioner.loading import load_engine
 
-    settings = _settings(**options)
-    _show_package_logs(settings.log_level)
-    return load_engine(settings)
+    return load_engine(_model_settings(**options))
 
 
 def _show_package_logs(level: str) -> None:
@@ -246,17 +260,6 @@ _RAY_OPTIONS = (
         "usual AWS_* variables).",
     ),
 )
-
-
-def _options(*groups: tuple[Callable[[F], F], ...]) -> Callable[[F], F]:
-    """Apply groups of options in order (as if written one above the other)."""
-
-    def apply(func: F) -> F:
-        for option in reversed([o for group in groups for o in group]):
-            func = option(func)
-        return func
-
-    return apply
 
 
 @cli.command()
@@ -452,8 +455,7 @@ class _CaptionRun:
 
         o = self.o
         address = None if o["ray_address"] == "local" else o["ray_address"]
-        settings = _settings(**{n: o[n] for n in _MODEL_SETTINGS})
-        _show_package_logs(settings.log_level)
+        settings = _model_settings(**{n: o[n] for n in _MODEL_SETTINGS})
         job = JobOptions(
             address=address,
             actors=o["actors"],
