@@ -10,11 +10,12 @@ GIF (first frame), BMP, WebP and TIFF are accepted; EXIF orientation is applied 
 write it, and the original captioned their photos sideways); an absurd pixel count is
 refused from the header, before any pixel is decoded.
 
-Memory: a decoded image is 3 bytes a pixel, and the original's float32 copy of it 12 more
-(120 MB for a 10-megapixel photo). Here the resize runs in two passes that give the very
-same float32 values (see :func:`_scale_resize_crop`), the first over strips of rows, so
-that copy never exists; and a :class:`PixelBudget` can bound the pixels being decoded at
-once across threads.
+Cost: a decoded image is 3 bytes a pixel, and the original's float32 copy of it 12 more
+(120 MB for a 10-megapixel photo), all of it resized though the crop keeps 299x299 of
+346x346. Here the same float32 operations run on only the pixels the crop samples (see
+:func:`_scale_resize_crop`): the same values, bit for bit, with no float32 copy of the
+image and a cost that does not grow with it. A :class:`PixelBudget` can bound the pixels
+being decoded at once across threads.
 """
 
 from __future__ import annotations
@@ -24,16 +25,11 @@ import io
 import threading
 import warnings
 from collections.abc import Iterator
-from functools import cache
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from captioner.errors import InvalidImageError
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 __all__ = [
     "CROP_OFFSET",
@@ -43,7 +39,6 @@ __all__ = [
     "decode_image",
     "detect_format",
     "preprocess_image",
-    "resize_bilinear_tf1",
 ]
 
 RESIZE_SIZE = 346
@@ -56,8 +51,8 @@ _TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 
 _EXIF_ORIENTATION = 0x0112
 
-# Float32 values per strip of the first resize pass (8 MB): small next to the image.
-_STRIP_VALUES = 2 * 1024 * 1024
+# convert_image_dtype's uint8 -> float32 factor, in float32 as the original's graph held it.
+_ONE_255TH = np.float32(1.0 / 255.0)
 
 
 class PixelBudget:
@@ -162,78 +157,63 @@ def preprocess_image(
         return _scale_resize_crop(decode_image(data, max_pixels=max_pixels))
 
 
-def resize_bilinear_tf1(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """TF1's bilinear resize: corner-aligned sampling, no half-pixel centres, no antialias.
-
-    Args:
-        images: float32 ``[B, H, W, C]``.
-        size: output ``(height, width)``.
-    """
-    import tensorflow as tf
-
-    return tf.raw_ops.ResizeBilinear(
-        images=images, size=size, align_corners=False, half_pixel_centers=False
-    )
-
-
 def _scale_resize_crop(image: np.ndarray) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` -> float32 ``[299, 299, 3]``: scale to [0, 1], TF1 bilinear
-    resize to 346x346, central crop, then ``(x - 0.5) * 2``, as the original computed it.
+    """uint8 ``[H, W, 3]`` -> float32 ``[299, 299, 3]``: what the original computed (scale to
+    [0, 1], TF1 bilinear resize to 346x346, central crop, ``(x - 0.5) * 2``), bit for bit.
 
-    TF1's bilinear resize computes each output value as ``top + (bottom - top) * dy``, with
-    ``top`` and ``bottom`` interpolated along the row (``left + (right - left) * dx``).
-    Resizing only the width (the height kept, so ``dy`` is exactly 0) yields exactly
-    ``top`` for every row; resizing only the height of that (``dx`` exactly 0) then
-    computes the same final expression on the same values. So two passes give the very
-    float32 values of one, and the first pass can run over strips of rows: the image is
-    never all float32 at once. When the image is no wider than 346 pixels the full float32
-    copy is no bigger than the first pass's output, and one pass is used.
+    TF1's bilinear resize (``ResizeBilinear``, no half-pixel centres) samples output row
+    ``i`` at ``y = float32(i) * float32(H / 346)``, between input rows ``floor(y)`` and
+    ``min(ceil(y), H - 1)``, and computes, in float32, ``top = left + (right - left) * dx``
+    on those two rows and then ``top + (bottom - top) * dy``. The same float32 operations
+    in the same order give the same values, so only what the crop keeps is computed: the
+    (at most 598) input rows and columns its 299x299 outputs sample, gathered from the
+    uint8 pixels before the float32 conversion (a per-value multiply by 1/255, so gathering
+    first changes nothing). The cost and memory no longer grow with the photo: no float32
+    copy of the whole image exists, and the parity tests compare every value with
+    TensorFlow's own op.
     """
     height, width = image.shape[:2]
-    scale_width, scale_height, whole = _resize_graphs()
-    if width <= RESIZE_SIZE:
-        return whole(image).numpy()  # type: ignore[no-any-return]
-    rows = max(1, _STRIP_VALUES // (width * 3))
-    strips = [scale_width(image[top : top + rows]) for top in range(0, height, rows)]
-    import tensorflow as tf
+    rows_low, rows_high, row_weight = _sampling(height)
+    cols_low, cols_high, col_weight = _sampling(width)
+    rows_needed, row_of = np.unique(np.concatenate([rows_low, rows_high]), return_inverse=True)
+    rows = image.take(rows_needed, axis=0).reshape(len(rows_needed), width * 3)
+    # Along each needed row: left + (right - left) * dx, on the 299 sampled columns.
+    along = _to_unit(rows.take(_with_channels(cols_low), axis=1))
+    right = _to_unit(rows.take(_with_channels(cols_high), axis=1))
+    right -= along
+    right *= np.repeat(col_weight, 3)
+    along += right
+    # Down the columns: top + (bottom - top) * dy.
+    top = along.take(row_of[:IMAGE_SIZE], axis=0)
+    bottom = along.take(row_of[IMAGE_SIZE:], axis=0)
+    bottom -= top
+    bottom *= row_weight[:, np.newaxis]
+    top += bottom
+    top -= np.float32(0.5)
+    top *= np.float32(2.0)
+    return top.reshape(IMAGE_SIZE, IMAGE_SIZE, 3)
 
-    return scale_height(tf.concat(strips, axis=0)).numpy()  # type: ignore[no-any-return]
+
+def _sampling(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the cropped outputs along one axis of ``size`` pixels: the lower and upper input
+    indices each samples and the weight of the upper, as TF1's resize computes them."""
+    scale = np.float32(size) / np.float32(RESIZE_SIZE)
+    position = np.arange(CROP_OFFSET, CROP_OFFSET + IMAGE_SIZE, dtype=np.float32) * scale
+    low = np.floor(position)
+    high = np.minimum(np.ceil(position), size - 1)
+    return low.astype(np.intp), high.astype(np.intp), position - low
 
 
-@cache
-def _resize_graphs() -> tuple[Any, Any, Any]:
-    """The TensorFlow half of preprocessing, traced once for any image size: the width
-    pass (on uint8 rows), the height pass with crop and shift, and the two at once."""
-    import tensorflow as tf
+def _with_channels(columns: np.ndarray) -> np.ndarray:
+    """Column indices -> indices into rows of interleaved RGB values."""
+    return (columns[:, np.newaxis] * 3 + np.arange(3)).ravel()
 
-    def to_unit(image: tf.Tensor) -> tf.Tensor:
-        # convert_image_dtype's uint8 -> float32: multiply by the float32 constant 1/255.
-        return tf.cast(image, tf.float32) * tf.constant(1.0 / 255.0, tf.float32)
 
-    def crop_and_shift(x: tf.Tensor) -> tf.Tensor:
-        x = x[CROP_OFFSET : CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET : CROP_OFFSET + IMAGE_SIZE]
-        return (x - 0.5) * 2.0
-
-    def scale_width(rows: tf.Tensor) -> tf.Tensor:
-        height = tf.shape(rows)[0]
-        return resize_bilinear_tf1(to_unit(rows)[tf.newaxis], (height, RESIZE_SIZE))[0]
-
-    def scale_height(x: tf.Tensor) -> tf.Tensor:
-        x = resize_bilinear_tf1(x[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
-        return crop_and_shift(x)
-
-    def whole(image: tf.Tensor) -> tf.Tensor:
-        x = resize_bilinear_tf1(to_unit(image)[tf.newaxis], (RESIZE_SIZE, RESIZE_SIZE))[0]
-        return crop_and_shift(x)
-
-    uint8_image = [tf.TensorSpec([None, None, 3], tf.uint8)]
-    return (
-        tf.function(scale_width, input_signature=uint8_image),
-        tf.function(
-            scale_height, input_signature=[tf.TensorSpec([None, RESIZE_SIZE, 3], tf.float32)]
-        ),
-        tf.function(whole, input_signature=uint8_image),
-    )
+def _to_unit(values: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] as ``convert_image_dtype`` did: times the float32 1/255."""
+    unit = values.astype(np.float32)
+    unit *= _ONE_255TH
+    return unit
 
 
 def _declared_pixels(data: bytes) -> int:

@@ -82,7 +82,9 @@ def test_a_command_over_its_time_is_killed_and_the_next_one_gets_a_new_process(
         slow_group = exiftool._process.pid
         with pytest.raises(MetadataToolError, match=r"took over 0\.5 s"):
             exiftool.run(["-if", "sleep(5); 1", "-FileType", str(image)])
-        assert _gone(slow_group, within_s=2.0)
+        # Killed at once; the group's orphans are then reaped by init, which under load
+        # can take a moment (2 s was once too short on a busy CI machine).
+        assert _gone(slow_group)
         assert json.loads(exiftool.run(["-j", "-FileType", str(image)]).stdout)[0]["FileType"] == (
             "PNG"
         )
