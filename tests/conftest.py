@@ -4,7 +4,9 @@ the tests; and checkpoints the tests write themselves (never the real weights)."
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
@@ -14,22 +16,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from captioner.assets import ModelFiles
 from captioner.testing import write_full_size_checkpoint, write_random_checkpoint
 
+_CACHE_HOME = pytest.StashKey[str | None]()
 _LOOPBACK = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Coverage's floor (``fail_under`` in pyproject.toml) judges whole runs only.
+    """The user cache directory is the run's own, and coverage's floor judges whole runs.
+
+    Loading in bf16 or auto remembers its calibration in the user cache directory (and
+    the pretrained model is downloaded there): a run, and the servers and commands it
+    starts, use a directory of its own, removed at the end, never the user's.
+
+    Coverage's floor (``fail_under`` in pyproject.toml) judges whole runs only.
 
     The README's ``python -m pytest`` runs every test, and falls under the floor if the
     package's coverage dropped; a run of some tests (paths named, ``-k``, ``-m``,
     ``--deselect``) covers less by design, so it reports the figure and passes.
     """
+    config.stash[_CACHE_HOME] = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="captioner-tests-cache-")
     coverage = config.pluginmanager.get_plugin("_cov")  # pytest-cov, when installed
     whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
         config.option.keyword or config.option.markexpr or config.option.deselect
     )
     if coverage is not None and not whole:
         coverage.options.cov_fail_under = 0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+    if (before := config.stash.get(_CACHE_HOME, None)) is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from captioner.errors import ConfigurationError
 
 __all__ = [
     "Settings",
+    "default_calibration_file",
     "default_model_dir",
     "load_settings",
     "setting_default_text",
@@ -34,6 +35,11 @@ __all__ = [
 def default_model_dir() -> Path:
     """The per-user cache directory the pretrained model is downloaded into."""
     return Path(user_cache_dir("captioner", appauthor=False)) / "im2txt"
+
+
+def default_calibration_file() -> Path:
+    """Where the bf16/fp32 timings of ``precision`` bf16 and auto are remembered."""
+    return Path(user_cache_dir("captioner", appauthor=False)) / "calibrations.json"
 
 
 def _split_list(value: object) -> object:
@@ -273,6 +279,14 @@ class Settings(BaseSettings):
         "probabilities differ slightly) or `auto` (bf16 where timing the encoder at load "
         "finds it clearly faster).",
     )
+    calibration_file: Path = Field(
+        default_factory=default_calibration_file,
+        description="`bf16` and `auto` time the encoder in both precisions at load; the "
+        "result is remembered here per CPU model, cores, TensorFlow version, batch size and "
+        "encoder, and the next start on the same kind of machine skips the timing (delete the "
+        "file to time again).",
+        json_schema_extra={"default_text": "`calibrations.json` in the user cache directory"},
+    )
     intra_op_threads: int | None = Field(
         None, ge=1, description="TensorFlow's intra-op thread pool; default: TF's choice."
     )
@@ -283,9 +297,9 @@ class Settings(BaseSettings):
     _split = field_validator("download_urls", "cors_origins", mode="before")(
         classmethod(lambda cls, value: _split_list(value))
     )
-    _expand = field_validator("model_dir", "checkpoint", "vocab", "api_keys_file", mode="after")(
-        classmethod(lambda cls, value: value.expanduser() if value is not None else None)
-    )
+    _expand = field_validator(
+        "model_dir", "checkpoint", "vocab", "api_keys_file", "calibration_file", mode="after"
+    )(classmethod(lambda cls, value: value.expanduser() if value is not None else None))
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

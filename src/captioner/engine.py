@@ -30,6 +30,7 @@ from captioner.errors import InvalidRequestError, VocabularyError
 from captioner.memory import release_free_memory
 from captioner.precision import (
     Calibration,
+    CalibrationMemory,
     Precision,
     PrecisionChoice,
     choose_precision,
@@ -100,6 +101,7 @@ class Captioner:
         precision: PrecisionChoice = "fp32",
         calibration_batch_size: int = 8,
         calibrate: Calibrate | None = None,
+        calibration_memory: CalibrationMemory | None = None,
     ) -> None:
         """Hold the weights and settle the precision.
 
@@ -112,6 +114,8 @@ class Captioner:
                 :mod:`captioner.precision`), which also warms up the one kept.
             calibration_batch_size: images per timed encoder call: the serving batch size.
             calibrate: times the encoders; default :func:`measure_encoders`.
+            calibration_memory: where a calibration is recalled from (instead of timing)
+                and remembered in; default: timed at every load.
         """
         import tensorflow as tf
 
@@ -126,7 +130,7 @@ class Captioner:
         self._decoding = PixelBudget(max_decoding_pixels) if max_decoding_pixels else None
         self._pixel_spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
         self.precision, self.calibration, self._encoder_ops, self._encoder = self._settle_precision(
-            weights, precision, calibration_batch_size, calibrate
+            weights, precision, calibration_batch_size, calibrate, calibration_memory
         )
         self._decoder = Decoder(weights)
         self._searches: dict[tuple[int, int], Any] = {}
@@ -158,6 +162,7 @@ class Captioner:
         inter_op_threads: int | None = None,
         precision: PrecisionChoice = "fp32",
         calibration_batch_size: int = 8,
+        calibration_memory: CalibrationMemory | None = None,
     ) -> Captioner:
         """Load a checkpoint and its ``word_counts.txt``.
 
@@ -172,7 +177,7 @@ class Captioner:
             intra_op_threads, inter_op_threads: TensorFlow's thread pools (default: TF's
                 choice, or ``TF_NUM_INTRAOP_THREADS``); see
                 :func:`captioner.tf_runtime.configure_threads`.
-            precision, calibration_batch_size: see :meth:`__init__`.
+            precision, calibration_batch_size, calibration_memory: see :meth:`__init__`.
 
         Raises:
             CheckpointError, VocabularyError: naming the file and the problem.
@@ -191,6 +196,7 @@ class Captioner:
             max_decoding_pixels=max_decoding_pixels,
             precision=precision,
             calibration_batch_size=calibration_batch_size,
+            calibration_memory=calibration_memory,
         )
         del weights  # the stored arrays: the graphs' variables hold everything now
         release_free_memory()
@@ -248,13 +254,13 @@ class Captioner:
     def warmup(self, batch_sizes: Iterable[int], beam_size: int = 3, max_length: int = 20) -> None:
         """Trace the graphs and run each batch size once, so first requests are not slow.
 
-        Preprocessing is traced too, on a small JPEG.
+        A small JPEG is decoded first.
 
         Largest first: TensorFlow keeps the memory of its largest batch for reuse, and
         smaller batches then fit in it; ascending sizes would grow it step by step, with
         gaps between the steps that no later batch fills (about 50 MB more at batch 8).
         """
-        self.preprocess(_small_jpeg())  # its resize graph is traced on first use (~0.2 s)
+        self.preprocess(_small_jpeg())  # TensorFlow's JPEG decoder: its first call sets up
         for size in sorted(set(batch_sizes), reverse=True):
             self.caption_arrays(
                 np.zeros([size, IMAGE_SIZE, IMAGE_SIZE, 3], np.float32), beam_size, max_length
@@ -273,15 +279,24 @@ class Captioner:
         requested: PrecisionChoice,
         batch_size: int,
         calibrate: Calibrate | None,
+        memory: CalibrationMemory | None,
     ) -> tuple[Precision, Calibration | None, FoldedConvOps, Any]:
         """The precision to run, its calibration, and the encoder's ops and graph.
 
-        For bf16 and auto, both encoders are built and timed first; only the kept one's
-        weights stay (the other is dropped with this frame).
+        For bf16 and auto, both encoders are built and timed first, unless ``memory``
+        holds a calibration for this machine and model; only the kept one's weights stay
+        (the other is dropped with this frame).
         """
         if requested == "fp32":
-            ops = FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32"))
-            return "fp32", None, ops, self._encoder_graph(ops)
+            return ("fp32", None, *self._one_encoder(weights, "fp32"))
+        key = ""
+        if memory is not None:
+            values = sum(conv.weights.size for conv in weights.convs.values())
+            threads = self._tf.config.threading.get_intra_op_parallelism_threads() or None
+            key = memory.key(batch_size, values, threads)
+            if (remembered := memory.recall(key)) is not None:
+                chosen = self._choose(requested, remembered, f"remembered in {memory.path}")
+                return (chosen, remembered, *self._one_encoder(weights, chosen))
         bf16 = FoldedConvOps(weights.convs.items(), tf_dtype_name("bf16"))
         both: dict[Precision, FoldedConvOps] = {
             "fp32": FoldedConvOps(_drain(weights.convs), tf_dtype_name("fp32")),
@@ -296,11 +311,28 @@ class Captioner:
         runs = {p: run(graph) for p, graph in graphs.items()}
         measure = calibrate or (lambda encoders, size: measure_encoders(encoders, batch_size=size))
         calibration = measure(runs, batch_size)
+        if memory is not None:
+            memory.remember(key, calibration)
+        chosen = self._choose(requested, calibration, "timed now")
+        return chosen, calibration, both[chosen], graphs[chosen]
+
+    def _one_encoder(
+        self, weights: Im2txtWeights, precision: Precision
+    ) -> tuple[FoldedConvOps, Any]:
+        """The encoder in one precision, its weights taken over from ``weights``."""
+        ops = FoldedConvOps(_drain(weights.convs), tf_dtype_name(precision))
+        return ops, self._encoder_graph(ops)
+
+    @staticmethod
+    def _choose(requested: PrecisionChoice, calibration: Calibration, origin: str) -> Precision:
+        """The precision to run by ``calibration``, said in the log (a poor choice warned)."""
         chosen, warning = choose_precision(requested, calibration)
         if warning:
             logger.warning(warning)
-        logger.info("precision %s (asked for %s; %s)", chosen, requested, calibration.describe())
-        return chosen, calibration, both[chosen], graphs[chosen]
+        logger.info(
+            "precision %s (asked for %s; %s, %s)", chosen, requested, calibration.describe(), origin
+        )
+        return chosen
 
     def check_parameters(self, beam_size: int, max_length: int) -> None:
         """Refuse search parameters no call could use.

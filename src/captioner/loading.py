@@ -27,7 +27,8 @@ def load_engine(
     TensorFlow is imported quietly (unless ``settings.log_level`` is ``debug``) and its
     thread pools sized first; the pretrained model is downloaded if it is missing,
     unless ``settings.offline`` is set or ``download`` is False. The precision is
-    ``settings.precision``, calibrated (bf16, auto) at ``settings.max_batch_size``.
+    ``settings.precision``, calibrated (bf16, auto) at ``settings.max_batch_size``, or by
+    the calibration remembered in ``settings.calibration_file`` for this machine.
 
     Args:
         settings: ``model``, ``model_dir``, ``checkpoint``, ``vocab``, ``offline``, the
@@ -42,6 +43,7 @@ def load_engine(
     """
     from captioner.download import ensure_model
     from captioner.engine import Captioner
+    from captioner.precision import CalibrationMemory
 
     import_tensorflow(settings.log_level)
     files = ensure_model(settings, download=download, progress=progress)
@@ -56,4 +58,5 @@ def load_engine(
         inter_op_threads=settings.inter_op_threads,
         precision=settings.precision,
         calibration_batch_size=settings.max_batch_size,
+        calibration_memory=CalibrationMemory(settings.calibration_file),
     )

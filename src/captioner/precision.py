@@ -7,24 +7,39 @@ bfloat16 (float32's range, 8 bits of mantissa): on CPUs with native bfloat16 dot
 slower. CPU flags do not tell which (a hypervisor may show ``avx512_bf16`` on a CPU whose
 bfloat16 kernels are slower), so ``auto`` times a few batches of the real encoder in both
 precisions at load and keeps bfloat16 only if it is clearly faster.
+
+That timing builds the float32 encoder beside the bfloat16 one and runs each a few times:
+about a second of every start. A :class:`CalibrationMemory` keeps the result in a small
+file, keyed by what decides it (the CPU model, its cores, TensorFlow's version, the batch
+size and the encoder's size), so that the next start on the same kind of machine skips it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import platform
+import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 __all__ = [
     "MIN_BF16_SPEEDUP",
     "Calibration",
+    "CalibrationMemory",
     "Precision",
     "PrecisionChoice",
     "choose_precision",
     "measure_encoders",
     "tf_dtype_name",
 ]
+
+logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16"]
 PrecisionChoice = Literal["fp32", "bf16", "auto"]
@@ -125,3 +140,74 @@ def choose_precision(
             )
         return "bf16", None
     return ("bf16" if calibration.speedup >= MIN_BF16_SPEEDUP else "fp32"), None
+
+
+class CalibrationMemory:
+    """Calibrations remembered in a JSON file, one per kind of machine and model.
+
+    The key (:meth:`key`) holds everything the ratio depends on, so a file shared by
+    machines of several kinds (a volume, a home directory) gives each its own. A file that
+    is missing, unreadable or corrupt is an empty memory, and a write that fails is only
+    logged: remembering saves time, it is never needed. Delete the file to time again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def key(batch_size: int, encoder_values: int, threads: int | None) -> str:
+        """What a calibration depends on: the CPU, the cores TensorFlow may use, its
+        version, the batch size and the encoder (its number of weights)."""
+        import tensorflow as tf
+
+        cores = threads or len(os.sched_getaffinity(0))
+        return (
+            f"{_cpu_model()} | {cores} cores | TensorFlow {tf.__version__} | "
+            f"batch {batch_size} | encoder {encoder_values} values"
+        )
+
+    def recall(self, key: str) -> Calibration | None:
+        """The calibration remembered under ``key``, if any."""
+        entry = self._entries().get(key)
+        try:
+            return Calibration(**entry) if isinstance(entry, dict) else None
+        except TypeError:  # written by another version: time again
+            return None
+
+    def remember(self, key: str, calibration: Calibration) -> None:
+        """Keep ``calibration`` under ``key`` (the file replaced whole, never torn)."""
+        entries = {**self._entries(), key: asdict(calibration)}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self.path.parent, prefix=".calibrations-", delete=False
+            ) as file:
+                json.dump(entries, file, indent=1)
+            os.replace(file.name, self.path)
+        except OSError as exc:
+            with contextlib.suppress(NameError, OSError):
+                os.unlink(file.name)
+            logger.info("the calibration could not be remembered in %s: %s", self.path, exc)
+
+    def _entries(self) -> dict[str, object]:
+        try:
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name, family and model number, and whether it has native bfloat16."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition(":")
+            if not line.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(name.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    native = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    family = f"family {fields['cpu family']} model {fields['model']}" if "model" in fields else ""
+    return ", ".join(part for part in (name, family, " ".join(native)) if part)

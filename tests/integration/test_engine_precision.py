@@ -7,7 +7,9 @@ handed to the calibration.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from captioner.assets import ModelFiles
 from captioner.checkpoint import load_checkpoint
 from captioner.engine import Captioner
-from captioner.precision import Calibration
+from captioner.precision import Calibration, CalibrationMemory
 from captioner.vocabulary import Vocabulary
 
 
@@ -24,7 +26,7 @@ def _pixels(count: int, seed: int = 3) -> np.ndarray:
     return rng.uniform(-1, 1, (count, 299, 299, 3)).astype(np.float32)
 
 
-def _build(files: ModelFiles, precision: str, calibrate=None) -> Captioner:  # type: ignore[no-untyped-def]
+def _build(files: ModelFiles, precision: str, calibrate=None, memory=None) -> Captioner:  # type: ignore[no-untyped-def]
     return Captioner(
         load_checkpoint(files.checkpoint),
         Vocabulary.from_file(files.vocab),
@@ -33,6 +35,7 @@ def _build(files: ModelFiles, precision: str, calibrate=None) -> Captioner:  # t
         precision=precision,  # type: ignore[arg-type]
         calibration_batch_size=2,
         calibrate=calibrate,
+        calibration_memory=memory,
     )
 
 
@@ -122,3 +125,69 @@ def test_bf16_stays_close_to_fp32(tiny_model: ModelFiles) -> None:
     for captions in bf16.caption_arrays(pixels):
         assert 1 <= len(captions) <= 3
         assert all(np.isfinite(c.logprob) and c.logprob <= 0 for c in captions)
+
+
+def _never(*_: object) -> Calibration:
+    raise AssertionError("a remembered calibration must not be timed again")
+
+
+@pytest.mark.parametrize(
+    ("fp32_s", "bf16_s", "auto_runs"), [(0.40, 0.20, "bf16"), (0.4, 0.62, "fp32")]
+)
+def test_a_remembered_calibration_skips_the_timing_at_the_next_load(
+    tiny_model: ModelFiles, tmp_path: Path, fp32_s: float, bf16_s: float, auto_runs: str
+) -> None:
+    memory = CalibrationMemory(tmp_path / "cache" / "calibrations.json")
+    first = _build(tiny_model, "auto", calibrate=_Timings(fp32_s, bf16_s), memory=memory)
+    assert first.precision == auto_runs
+    stored = json.loads(memory.path.read_text())
+    [key] = stored
+    assert "TensorFlow" in key and "batch 2" in key
+    assert stored[key] == {"batch_size": 2, "fp32_s": fp32_s, "bf16_s": bf16_s}
+    # The next loads recall it: no timing, the same decision, one encoder built.
+    again = _build(tiny_model, "auto", calibrate=_never, memory=memory)
+    assert again.precision == auto_runs and again.calibration == first.calibration
+    asked = _build(tiny_model, "bf16", calibrate=_never, memory=memory)
+    assert asked.precision == "bf16"
+    pixels = _pixels(2)
+    reference = _build(tiny_model, "bf16", calibrate=_Timings(fp32_s, bf16_s))
+    assert np.array_equal(asked.encode(pixels), reference.encode(pixels))
+
+
+def test_a_calibration_is_remembered_per_batch_size_and_encoder(
+    tiny_model: ModelFiles, tmp_path: Path
+) -> None:
+    memory = CalibrationMemory(tmp_path / "calibrations.json")
+    _build(tiny_model, "auto", calibrate=_Timings(0.4, 0.2), memory=memory)
+    other_batch = Captioner(
+        load_checkpoint(tiny_model.checkpoint),
+        Vocabulary.from_file(tiny_model.vocab),
+        name="tiny",
+        checkpoint=str(tiny_model.checkpoint),
+        precision="auto",
+        calibration_batch_size=3,
+        calibrate=_Timings(0.4, 0.9),
+        calibration_memory=memory,
+    )
+    assert other_batch.precision == "fp32"  # timed again: another key
+    assert len(json.loads(memory.path.read_text())) == 2
+    assert CalibrationMemory.key(2, 1000, 4) != CalibrationMemory.key(2, 1001, 4)
+    assert CalibrationMemory.key(2, 1000, 4) != CalibrationMemory.key(2, 1000, 2)
+
+
+def test_a_corrupt_or_unwritable_memory_only_costs_the_timing(
+    tiny_model: ModelFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    corrupt = CalibrationMemory(tmp_path / "calibrations.json")
+    corrupt.path.write_text("{not json")
+    timings = _Timings(0.4, 0.2)
+    assert _build(tiny_model, "auto", calibrate=timings, memory=corrupt).precision == "bf16"
+    assert set(timings.outputs) == {"fp32", "bf16"}  # timed, the corrupt file ignored
+    assert len(json.loads(corrupt.path.read_text())) == 1  # and replaced by a valid one
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    unwritable = CalibrationMemory(blocked / "calibrations.json")  # its "directory" is a file
+    with caplog.at_level(logging.INFO, logger="captioner.precision"):
+        assert _build(tiny_model, "auto", calibrate=_Timings(0.4, 0.2), memory=unwritable)
+    assert "could not be remembered" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "calibrations.json"]
