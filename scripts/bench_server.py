@@ -18,6 +18,20 @@ weights are not downloadable here), or takes ``--model-dir`` (the pretrained mod
    ``scripts/deploy_footprint.py`` reports: this process maps TensorFlow too, and the
    server cannot release library pages another process maps).
 
+``--load wrk`` drives the servers with ``wrk`` (Debian's ``apt-get install wrk``, a C load
+generator: it takes little of the cores the server needs, where the default Python client
+takes a share of them) through a Lua script that posts the same multipart upload; its
+latencies are wrk's. Either way each row is also given as a ratio to the in-process engine
+(preprocessed pixels in, captions out: what the server could reach if its own work around
+the engine cost nothing) at the batch size the server runs at that load: one image at 1
+client, a batch of 8 at 8 and 32.
+
+``--profile`` runs each server under ``cProfile`` and, after its load levels, prints where
+the event loop's CPU went per request (HTTP parsing, multipart, routing and middleware,
+response, the rest), beside decoding and resizing one image timed in this process: the
+Python work around the engine. cProfile slows what it profiles, so its figures are for
+shares, not for the throughput of the same run.
+
 The servers run one at a time, and the bare float32 encoder (at its best batch size) is
 measured again just before each server starts and just after it stops: each server's
 figures are divided by the mean of those two, so a machine whose other load comes and goes
@@ -30,6 +44,7 @@ measure real weights on a real photo instead.
 
 Usage: python scripts/bench_server.py [--precision fp32 bf16] [--batching on off]
                                       [--duration 25] [--concurrency 1 8 32]
+                                      [--load python|wrk] [--profile]
                                       [--model-dir DIR] [--image FILE]
 """
 
@@ -39,6 +54,9 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import pstats
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -159,12 +177,58 @@ async def closed_loop(url: str, image: bytes, concurrency: int, seconds: float) 
     )
 
 
+_WRK_SCRIPT = """
+local file = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.method = "POST"
+wrk.body = file:read("*a")
+file:close()
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=bench-boundary"
+
+function done(summary, latency, requests)
+  io.write(string.format("bench requests %d non2xx %d duration_us %d p50_us %d p95_us %d\\n",
+    summary.requests, summary.errors.status, summary.duration,
+    latency:percentile(50), latency:percentile(95)))
+end
+"""
+
+
+def wrk_load(url: str, image: bytes, concurrency: int, seconds: float) -> LoadResult:
+    """``concurrency`` wrk connections (one thread) posting the image for ``seconds``."""
+    body = (
+        b"--bench-boundary\r\n"
+        b'Content-Disposition: form-data; name="image"; filename="photo.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + image + b"\r\n--bench-boundary--\r\n"
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "body").write_bytes(body)
+        (Path(scratch) / "post.lua").write_text(_WRK_SCRIPT)
+        done = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "120s",
+             "-s", str(Path(scratch) / "post.lua"), url],
+            env={**os.environ, "BENCH_BODY": str(Path(scratch) / "body")},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    line = next(line for line in done.stdout.splitlines() if line.startswith("bench "))
+    values = dict(zip(line.split()[1::2], map(int, line.split()[2::2]), strict=True))
+    answered = values["requests"] - values["non2xx"]
+    elapsed = values["duration_us"] / 1e6
+    return LoadResult(
+        answered,
+        values["non2xx"],
+        answered / elapsed,
+        elapsed,
+        values["p50_us"] / 1000,
+        values["p95_us"] / 1000,
+    )
+
+
 @dataclass(frozen=True)
 class Row:
     precision: str
     label: str
     concurrency: int
     reference: float  # the bare fp32 encoder's images/s around this server's run
+    engine: float  # the in-process engine's images/s at this load's batch size, around it
     load: LoadResult
     mean_batch: float  # requests per engine call
     engine_busy: float  # share of the time the engine was running a batch
@@ -189,11 +253,15 @@ def measure(
     image: bytes,
     concurrency: int,
     seconds: float,
+    use_wrk: bool,
 ) -> Row:
     """One load level against a running server, with its batch and memory figures."""
     url = f"http://127.0.0.1:{port}/model/predict"
     before = engine_counters(port)
-    load = asyncio.run(closed_loop(url, image, concurrency, seconds))
+    if use_wrk:
+        load = wrk_load(url, image, concurrency, seconds)
+    else:
+        load = asyncio.run(closed_loop(url, image, concurrency, seconds))
     after = engine_counters(port)
     delta = {name: after[name] - before[name] for name in after}
     batches = delta["captioner_batch_size_count"]
@@ -204,12 +272,75 @@ def measure(
         label=label,
         concurrency=concurrency,
         reference=reference,
+        engine=0.0,
         load=load,
         mean_batch=images / batches if batches else float("nan"),
         engine_busy=delta["captioner_inference_seconds_sum"] / load.elapsed_s,
         rss_mib=rss,
         peak_rss_mib=peak,
     )
+
+
+# ``captioner serve`` with a profiler of its main thread (the event loop), on from SIGUSR1
+# to SIGUSR2, which writes its statistics to the file named first.
+_PROFILED_SERVER = """
+import cProfile, signal, sys
+from captioner.cli import main
+
+profile, path = cProfile.Profile(), sys.argv[1]
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(path + ".part")
+    __import__("os").replace(path + ".part", path)
+
+signal.signal(signal.SIGUSR2, dump)
+sys.argv = ["captioner", *sys.argv[2:]]
+main()
+"""
+
+# Where a profiled function's time is counted: by the first part of its file's path that
+# matches. The event loop's waits for news (its selector's poll) are idle time, not work.
+_PROFILE_PARTS = [
+    ("HTTP parsing", ("/h11/", "uvicorn/protocols/", "captioner/api/protocol")),
+    ("multipart", ("/multipart/", "python_multipart", "starlette/formparsers", "api/uploads")),
+    ("response", ("/pydantic", "starlette/responses", "fastapi/encoders", "/json/")),
+    ("routing and middleware", ("/starlette/", "/fastapi/", "captioner/api/")),
+    ("asyncio and the rest", ("",)),
+]
+
+
+def event_loop_profile(path: Path, requests: int) -> dict[str, float]:
+    """Milliseconds of the event loop's own CPU per request, by part, from cProfile's
+    statistics (the main thread only: decoding and the engine run on other threads)."""
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    totals = dict.fromkeys((part for part, _ in _PROFILE_PARTS), 0.0)
+    largest = []
+    for (filename, line, function), (_, _, own_s, _, _) in stats.items():
+        if "poll' of 'select" in function:
+            continue
+        for part, markers in _PROFILE_PARTS:
+            if any(marker in filename for marker in markers):
+                totals[part] += own_s
+                largest.append((own_s, part, f"{function} ({filename}:{line})"))
+                break
+    for own_s, part, where in sorted(largest, reverse=True)[:12]:
+        print(f"    {1000 * own_s / max(requests, 1):7.3f} ms/request  {part:24}  {where}")
+    return {part: round(1000 * seconds / max(requests, 1), 3) for part, seconds in totals.items()}
+
+
+def preprocessing_ms(captioner: Any, image: bytes) -> dict[str, float]:
+    """Median milliseconds of decoding the JPEG and of resizing it, in this process."""
+    from captioner import preprocessing
+
+    pixels = preprocessing.decode_image(image, max_pixels=captioner.max_image_pixels)
+    return {
+        "decode": round(1000 * median_time_s(lambda: preprocessing.decode_image(
+            image, max_pixels=captioner.max_image_pixels), 51), 2),
+        "resize_and_crop": round(1000 * median_time_s(
+            lambda: preprocessing._scale_resize_crop(pixels), 51), 2),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -231,7 +362,15 @@ def main() -> None:
         "--model-dir", type=Path, help="serve this model directory instead of random weights"
     )
     parser.add_argument("--image", type=Path, help="post this image instead of a synthetic one")
+    parser.add_argument(
+        "--load", choices=["python", "wrk"], default="python", help="the load generator"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile each server's event loop (cProfile)"
+    )
     args = parser.parse_args()
+    if args.load == "wrk" and not shutil.which("wrk"):
+        parser.error("--load wrk needs wrk on the PATH (apt-get install wrk)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     image = args.image.read_bytes() if args.image else photo_jpeg(640, 480, noise=12, quality=90)
 
@@ -262,12 +401,15 @@ def main() -> None:
 
         rows = []
         references = []
+        profiles: dict[str, dict[str, float]] = {}
         batchings = [("on (max 8)", 8) if b == "on" else ("off (max 1)", 1) for b in args.batching]
         for precision in args.precision:
             for label, max_batch in batchings:
                 before = reference()
+                engine_before = bench_engine(captioners[precision], pixels)
                 port = free_port()
                 print(f"server, {precision}, batching {label}: starting ...", flush=True)
+                profile = Path(tmp) / f"profile-{precision}-{max_batch}"
                 process = start_server(
                     files,
                     port,
@@ -277,23 +419,54 @@ def main() -> None:
                     precision,
                     "--max-queue-size",
                     "128",
+                    launcher=(
+                        ("-c", _PROFILED_SERVER, str(profile))
+                        if args.profile
+                        else ("-m", "captioner")
+                    ),
                 )
                 try:
                     # Warm-up, unmeasured: first requests, allocator growth.
                     asyncio.run(
                         closed_loop(f"http://127.0.0.1:{port}/model/predict", image, 8, 3.0)
                     )
+                    if args.profile:
+                        process.send_signal(signal.SIGUSR1)  # the measured loads only
                     results = [
-                        measure(precision, label, 0.0, process, port, image, c, args.duration)
+                        measure(
+                            precision,
+                            label,
+                            0.0,
+                            process,
+                            port,
+                            image,
+                            c,
+                            args.duration,
+                            args.load == "wrk",
+                        )
                         for c in args.concurrency
                     ]
+                    if args.profile:
+                        process.send_signal(signal.SIGUSR2)
+                        while not profile.exists():
+                            time.sleep(0.1)
                 finally:
                     stop_server(process)
                 around = (before + reference()) / 2
+                engine_after = bench_engine(captioners[precision], pixels)
                 references.append(around)
                 for row in results:
-                    rows.append(dataclasses.replace(row, reference=around))
+                    batch = min(row.concurrency, max_batch)
+                    key = "engine_1_ms" if batch == 1 else "engine_8_ms"
+                    per_image_ms = (engine_before[key] + engine_after[key]) / 2 / batch
+                    row = dataclasses.replace(row, reference=around, engine=1000 / per_image_ms)
+                    rows.append(row)
                     print(f"  c={row.concurrency:2d}: {row}", flush=True)
+                if args.profile:
+                    requests = sum(row.load.requests + row.load.errors for row in results)
+                    profiles[f"{precision}, batching {label}"] = event_loop_profile(
+                        profile, requests
+                    )
 
     print()
     print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
@@ -316,21 +489,34 @@ def main() -> None:
     print()
     print(
         "| precision | batching | clients | throughput (req/s) | x bare fp32 encoder "
-        "| p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MiB) |"
+        "| x engine | p50 (ms) | p95 (ms) | mean batch | engine busy | errors | RSS (MiB) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         load = row.load
         print(
             f"| {row.precision} | {row.label} | {row.concurrency} | {load.throughput:.2f} | "
-            f"{load.throughput / row.reference:.2f}x | {load.p50_ms:.0f} | {load.p95_ms:.0f} | "
+            f"{load.throughput / row.reference:.2f}x | {load.throughput / row.engine:.2f} | "
+            f"{load.p50_ms:.0f} | {load.p95_ms:.0f} | "
             f"{row.mean_batch:.1f} | {100 * row.engine_busy:.0f}% | "
             f"{load.errors} | {row.rss_mib:.0f} (peak {row.peak_rss_mib:.0f}) |"
         )
+    preprocessing = preprocessing_ms(captioners["fp32"], image)
+    print(f"preprocessing one image in this process: {preprocessing}")
+    for name, shares in profiles.items():
+        print(f"event loop per request ({name}, cProfile): {shares}")
     run = "-".join(args.precision) + "_batching-" + "-".join(args.batching)
+    if args.load == "wrk":
+        run += "_wrk"
+    if args.profile:
+        run += "_profile"
     if args.model_dir or args.image:
         run += "_given-model-or-image"
-    write_figures(run, figures(encoders, best_batch, references, engines, rows))
+    result = figures(encoders, best_batch, references, engines, rows)
+    result["preprocessing_ms"] = preprocessing
+    if profiles:
+        result["event_loop_ms_per_request"] = profiles
+    write_figures(run, result)
 
 
 def figures(
@@ -349,6 +535,8 @@ def figures(
         servers.setdefault(row.precision, {}).setdefault(batching, {})[str(row.concurrency)] = {
             "throughput_rps": round(row.load.throughput, 2),
             "x_bare_fp32_encoder": round(row.load.throughput / row.reference, 2),
+            "engine_images_s": round(row.engine, 2),
+            "x_engine": round(row.load.throughput / row.engine, 2),
             "p50_ms": round(row.load.p50_ms, 1),
             "p95_ms": round(row.load.p95_ms, 1),
             "mean_batch": round(row.mean_batch, 2),

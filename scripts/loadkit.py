@@ -259,11 +259,16 @@ class RssSampler:
 
 
 def start_server(
-    files: ModelFiles, port: int, *args: str, env: dict[str, str] | None = None
+    files: ModelFiles,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    launcher: Sequence[str] = ("-m", "captioner"),
 ) -> subprocess.Popen[bytes]:
-    """``captioner serve`` on 127.0.0.1:``port`` with ``args``; returns once it is ready."""
+    """``captioner serve`` on 127.0.0.1:``port`` with ``args``; returns once it is ready.
+    ``launcher``: the interpreter's arguments that run the command line."""
     command = [
-        sys.executable, "-m", "captioner", "serve",
+        sys.executable, *launcher, "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--checkpoint", str(files.checkpoint), "--vocab", str(files.vocab), "--offline",
         "--log-level", "warning", *args,
