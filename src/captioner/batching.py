@@ -471,9 +471,11 @@ class MicroBatcher:
         beam_size, max_length = batch[0].key
         started = time.monotonic()
         try:
-            pixels = np.stack([pending.pixels for pending in batch])
             results = await self.run_in_worker(
-                self._engine.caption_arrays, pixels, beam_size, max_length
+                self._stack_and_caption,
+                [pending.pixels for pending in batch],
+                beam_size,
+                max_length,
             )
             if len(results) != len(batch):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(batch)}")
@@ -487,6 +489,13 @@ class MicroBatcher:
         self._observer.batch_ran(len(batch), elapsed_s)
         for pending, captions in zip(batch, results, strict=True):
             self._resolve(pending, Captioned(captions=captions, batch_size=len(batch)))
+
+    def _stack_and_caption(
+        self, pixels: list[np.ndarray], beam_size: int, max_length: int
+    ) -> list[list[Caption]]:
+        """One engine call, on the model's thread: stacking the batch (a copy of a few
+        MB) there too keeps it off the event loop."""
+        return self._engine.caption_arrays(np.stack(pixels), beam_size, max_length)
 
     @staticmethod
     def _resolve(pending: _Pending, outcome: Captioned | BaseException) -> None:
