@@ -26,6 +26,9 @@ latencies are wrk's. Either way each row is also given as a ratio to the in-proc
 the engine cost nothing) at the batch size the server runs at that load: one image at 1
 client, a batch of 8 at 8 and 32.
 
+``--label`` names the run in the figures file (``before``: run with ``PYTHONPATH`` set to
+another checkout's ``src``, it measures that code, the in-process engine included).
+
 ``--profile`` runs each server under ``cProfile`` and, after its load levels, prints where
 the event loop's CPU went per request (HTTP parsing, multipart, routing and middleware,
 response, the rest), beside decoding and resizing one image timed in this process: the
@@ -44,7 +47,7 @@ measure real weights on a real photo instead.
 
 Usage: python scripts/bench_server.py [--precision fp32 bf16] [--batching on off]
                                       [--duration 25] [--concurrency 1 8 32]
-                                      [--load python|wrk] [--profile]
+                                      [--load python|wrk] [--profile] [--label NAME]
                                       [--model-dir DIR] [--image FILE]
 """
 
@@ -145,6 +148,13 @@ def engine_counters(port: int) -> dict[str, float]:
     return values
 
 
+def event_loop_cpu_s(pid: int) -> float:
+    """CPU seconds the server's main thread (its event loop: HTTP, multipart, routing,
+    responses) has used: its user and system ticks in ``/proc`` (Linux)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def closed_loop(url: str, image: bytes, concurrency: int, seconds: float) -> LoadResult:
     """``concurrency`` clients, each posting its next image when the last is answered."""
     latencies: list[float] = []
@@ -232,6 +242,7 @@ class Row:
     load: LoadResult
     mean_batch: float  # requests per engine call
     engine_busy: float  # share of the time the engine was running a batch
+    event_loop_cpu_ms: float  # the server's main thread's CPU per request (no profiler)
     rss_mib: float
     peak_rss_mib: float
 
@@ -240,6 +251,7 @@ class Row:
             f"{self.load.throughput:.2f} req/s, p50 {self.load.p50_ms:.0f} ms, "
             f"p95 {self.load.p95_ms:.0f} ms, errors {self.load.errors}, "
             f"mean batch {self.mean_batch:.1f}, engine busy {100 * self.engine_busy:.0f}%, "
+            f"event loop {self.event_loop_cpu_ms:.2f} ms CPU/request, "
             f"RSS {self.rss_mib:.0f} MiB (peak {self.peak_rss_mib:.0f})"
         )
 
@@ -258,10 +270,12 @@ def measure(
     """One load level against a running server, with its batch and memory figures."""
     url = f"http://127.0.0.1:{port}/model/predict"
     before = engine_counters(port)
+    loop_before = event_loop_cpu_s(process.pid)
     if use_wrk:
         load = wrk_load(url, image, concurrency, seconds)
     else:
         load = asyncio.run(closed_loop(url, image, concurrency, seconds))
+    loop_cpu_s = event_loop_cpu_s(process.pid) - loop_before
     after = engine_counters(port)
     delta = {name: after[name] - before[name] for name in after}
     batches = delta["captioner_batch_size_count"]
@@ -276,6 +290,7 @@ def measure(
         load=load,
         mean_batch=images / batches if batches else float("nan"),
         engine_busy=delta["captioner_inference_seconds_sum"] / load.elapsed_s,
+        event_loop_cpu_ms=1000 * loop_cpu_s / max(load.requests + load.errors, 1),
         rss_mib=rss,
         peak_rss_mib=peak,
     )
@@ -307,7 +322,9 @@ _PROFILE_PARTS = [
     ("multipart", ("/multipart/", "python_multipart", "starlette/formparsers", "api/uploads")),
     ("response", ("/pydantic", "starlette/responses", "fastapi/encoders", "/json/")),
     ("routing and middleware", ("/starlette/", "/fastapi/", "captioner/api/")),
-    ("asyncio and the rest", ("",)),
+    ("batching", ("captioner/batching", "/numpy/")),
+    ("event loop and sockets", ("asyncio/", "selectors", "_socket", "select.", "/anyio/")),
+    ("the rest", ("",)),
 ]
 
 
@@ -321,7 +338,7 @@ def event_loop_profile(path: Path, requests: int) -> dict[str, float]:
         if "poll' of 'select" in function:
             continue
         for part, markers in _PROFILE_PARTS:
-            if any(marker in filename for marker in markers):
+            if any(marker in f"{filename} {function}" for marker in markers):
                 totals[part] += own_s
                 largest.append((own_s, part, f"{function} ({filename}:{line})"))
                 break
@@ -368,6 +385,7 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="profile each server's event loop (cProfile)"
     )
+    parser.add_argument("--label", help="added to the run's name in the figures file")
     args = parser.parse_args()
     if args.load == "wrk" and not shutil.which("wrk"):
         parser.error("--load wrk needs wrk on the PATH (apt-get install wrk)")
@@ -510,6 +528,8 @@ def main() -> None:
         run += "_wrk"
     if args.profile:
         run += "_profile"
+    if args.label:
+        run += f"_{args.label}"
     if args.model_dir or args.image:
         run += "_given-model-or-image"
     result = figures(encoders, best_batch, references, engines, rows)
@@ -541,6 +561,7 @@ def figures(
             "p95_ms": round(row.load.p95_ms, 1),
             "mean_batch": round(row.mean_batch, 2),
             "engine_busy_pct": round(100 * row.engine_busy, 1),
+            "event_loop_cpu_ms_per_request": round(row.event_loop_cpu_ms, 2),
             "errors": row.load.errors,
             "rss_mib": round(row.rss_mib, 1),
             "peak_rss_mib": round(row.peak_rss_mib, 1),

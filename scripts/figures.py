@@ -63,6 +63,8 @@ FIXED: dict[str, set[str]] = {
         "149 MB",  # the checkpoint's size
         "1280 MiB", "2 GiB",  # the manifests' request and limit
         "25 s",  # bench_server's --duration
+        "50 ms",  # bench_startup's polling interval
+        "4 s",  # the start-up aim (fp32)
     },
     "docs/reliability.md": {
         "10 s", "5 s", "0.25 s", "2 s", "3 s", "1.5 s",  # deadlines, the test's
@@ -200,6 +202,87 @@ def server_table(run: dict[str, Any]) -> str:
     header = ["precision", "batching", "clients", "throughput (req/s)", "x bare fp32 encoder"]
     header += ["p50 (ms)", "p95 (ms)", "mean batch", "engine busy", "errors"]
     return table(header, rows, right=2)
+
+
+def server_engine_table(run: dict[str, Any]) -> str:
+    """The server (wrk's load) against the in-process engine at the batch size it runs."""
+    rows = []
+    for precision, batchings in run["figures"]["servers"].items():
+        for clients, row in batchings["on"].items():
+            rows.append(
+                [
+                    precision,
+                    clients,
+                    number(row["throughput_rps"], 2),
+                    number(row["engine_images_s"], 2),
+                    f"**{row['x_engine']:.2f}**",
+                    number(row["p50_ms"]),
+                    number(row["p95_ms"]),
+                    number(row["mean_batch"], 1),
+                    f"{row['engine_busy_pct']:.0f}%",
+                    number(row["event_loop_cpu_ms_per_request"], 2)
+                    if "event_loop_cpu_ms_per_request" in row
+                    else "",
+                ]
+            )
+    header = ["precision", "clients", "server (req/s)", "engine (images/s)", "server / engine"]
+    header += ["p50 (ms)", "p95 (ms)", "mean batch", "engine busy", "event loop CPU (ms/request)"]
+    return table(header, rows, right=1)
+
+
+def event_loop_table(run: dict[str, Any]) -> str:
+    """Per request: the event loop's CPU by part (cProfile), decoding and resizing."""
+    figures = run["figures"]
+    profiles = figures["event_loop_ms_per_request"]
+    names = list(profiles)
+    parts = list(profiles[names[0]])
+    rows = [
+        [
+            part if part.startswith("event loop") else f"event loop: {part}",
+            *(number(profiles[n][part], 2) for n in names),
+        ]
+        for part in parts
+    ]
+    pre = figures["preprocessing_ms"]
+    rows.append(
+        ["decoding the JPEG (a decoding thread)", *(number(pre["decode"], 2) for _ in names)]
+    )
+    rows.append(
+        ["resize and crop (a decoding thread)", *(number(pre["resize_and_crop"], 2) for _ in names)]
+    )
+    return table(["ms per request", *(n.split(",")[0] for n in names)], rows)
+
+
+def startup_table(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Start-up before and after, in its parts."""
+    b, a = before["figures"], after["figures"]
+    rows = [
+        ["import TensorFlow (either precision)", "imports", "tensorflow_s"],
+        ["of which ml-dtypes", "imports", "ml_dtypes_s"],
+        ["of which Keras (TensorFlow imports it)", "imports", "keras_s"],
+        ["import the server's code (FastAPI, pydantic, captioner)", "imports", "server_code_s"],
+    ]
+    body = [[label, *([number(b[k][f], 2), number(a[k][f], 2)] * 2)] for label, k, f in rows]
+    for label, field in [
+        ("start to listening (the imports)", "listening_s"),
+        ("load, warm-up included", "load_s"),
+        ("of which warm-up", "warmup_s"),
+        ("**start to the first caption**", "first_caption_s"),
+    ]:
+        cells = [number(b["fp32"][field], 2), number(a["fp32"][field], 2)]
+        cells += [number(b["bf16"][field], 2), number(a["bf16"][field], 2)]
+        body.append([label, *cells])
+    body.append(
+        [
+            "start to the first caption, nothing remembered",
+            "",
+            "",
+            number(b["bf16"]["first_start_first_caption_s"], 2),
+            number(a["bf16"]["first_start_first_caption_s"], 2),
+        ]
+    )
+    header = ["seconds", "fp32 before", "fp32 after", "bf16 before", "bf16 after"]
+    return table(header, body)
 
 
 def caption_table(run: dict[str, Any]) -> str:
@@ -412,6 +495,9 @@ def max_table(run: dict[str, Any]) -> str:
 Renderer = Callable[..., str]
 BLOCKS: dict[str, Renderer] = {
     "server-load": server_table,
+    "server-engine": server_engine_table,
+    "event-loop": event_loop_table,
+    "startup": startup_table,
     "engine-speed": caption_table,
     "bf16-ways": bf16_ways_table,
     "footprint": footprint_table,

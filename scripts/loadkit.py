@@ -2,7 +2,7 @@
 checkpoint, its memory (Linux ``/proc``), the images to send, one median and one percentile,
 and the figures file each script writes (:func:`write_figures`).
 
-Used by ``bench_server.py``, ``bench_caption.py``, ``bench_bf16_ways.py``,
+Used by ``bench_server.py``, ``bench_startup.py``, ``bench_caption.py``, ``bench_bf16_ways.py``,
 ``bench_collection.py``, ``bench_ray.py``, ``bench_alt_text.py``, ``burst.py``, ``soak.py``,
 ``deploy_footprint.py`` and ``precision_accuracy.py``; ``figures.py`` reads what they write.
 Every percentile (p50, p90, p99) is :func:`percentile`'s (nearest rank), every median of
