@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.assets import ModelFiles, model_files_in
+from captioner.precision import NATIVE_BF16_FLAGS, cpu_fields
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPO / "docs" / "figures"
@@ -69,21 +70,7 @@ __all__ = [
 
 def cpu_name() -> str:
     """The CPU's model name, as ``lscpu`` shows it."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def _cpu_fields() -> dict[str, str]:
-    """The first processor's fields of ``/proc/cpuinfo``."""
-    fields: dict[str, str] = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if not line.strip():
-            break
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
+    return cpu_fields().get("model name", "unknown")
 
 
 def machine() -> dict[str, Any]:
@@ -91,7 +78,7 @@ def machine() -> dict[str, Any]:
     native bfloat16), TensorFlow's version (from the package's metadata: importing it here
     would change the memory the scripts measure) and the load average at the script's start
     and now."""
-    fields = _cpu_fields()
+    fields = cpu_fields()
     flags = set(fields.get("flags", "").split())
     tensorflow = "not installed"
     for package in ("tensorflow-cpu", "tensorflow"):
@@ -105,7 +92,7 @@ def machine() -> dict[str, Any]:
         "cpu_family": fields.get("cpu family", "unknown"),
         "cpu_model": fields.get("model", "unknown"),
         "cpus": os.cpu_count(),
-        "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "bf16": sorted(flags & NATIVE_BF16_FLAGS),
         "tensorflow": tensorflow,
         "load_average": [round(_LOAD_AT_START, 2), round(os.getloadavg()[0], 2)],
     }

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -30,11 +29,13 @@ from typing import Literal
 
 __all__ = [
     "MIN_BF16_SPEEDUP",
+    "NATIVE_BF16_FLAGS",
     "Calibration",
     "CalibrationMemory",
     "Precision",
     "PrecisionChoice",
     "choose_precision",
+    "cpu_fields",
     "measure_encoders",
     "tf_dtype_name",
 ]
@@ -177,17 +178,16 @@ class CalibrationMemory:
     def remember(self, key: str, calibration: Calibration) -> None:
         """Keep ``calibration`` under ``key`` (the file replaced whole, never torn)."""
         entries = {**self._entries(), key: asdict(calibration)}
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                "w", dir=self.path.parent, prefix=".calibrations-", delete=False
-            ) as file:
-                json.dump(entries, file, indent=1)
-            os.replace(file.name, self.path)
+            partial.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+            os.replace(partial, self.path)
         except OSError as exc:
-            with contextlib.suppress(NameError, OSError):
-                os.unlink(file.name)
             logger.info("the calibration could not be remembered in %s: %s", self.path, exc)
+        finally:
+            with contextlib.suppress(OSError):  # gone after the replace, or never written
+                partial.unlink(missing_ok=True)
 
     def _entries(self) -> dict[str, object]:
         try:
@@ -197,17 +197,27 @@ class CalibrationMemory:
         return entries if isinstance(entries, dict) else {}
 
 
-def _cpu_model() -> str:
-    """The CPU's model name, family and model number, and whether it has native bfloat16."""
+# The CPU flags of native bfloat16 dot products.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (``model name``, ``cpu family``,
+    ``model``, ``flags``, ...); empty where the file does not exist."""
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            name, _, value = line.partition(":")
             if not line.strip():
                 break  # the first processor's block is enough
+            name, _, value = line.partition(":")
             fields.setdefault(name.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    native = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    return fields
+
+
+def _cpu_model() -> str:
+    """The CPU's model name, family and model number, and whether it has native bfloat16."""
+    fields = cpu_fields()
+    native = sorted(set(fields.get("flags", "").split()) & NATIVE_BF16_FLAGS)
     name = fields.get("model name") or platform.processor() or platform.machine()
     family = f"family {fields['cpu family']} model {fields['model']}" if "model" in fields else ""
     return ", ".join(part for part in (name, family, " ".join(native)) if part)
