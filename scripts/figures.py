@@ -180,6 +180,16 @@ def table(header: list[str], rows: list[list[str]], right: int = 1) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def _latency_and_batch_cells(row: dict[str, Any]) -> list[str]:
+    """A server load level's p50, p95, mean batch and engine busy, as the tables show them."""
+    return [
+        number(row["p50_ms"]),
+        number(row["p95_ms"]),
+        number(row["mean_batch"], 1),
+        f"{row['engine_busy_pct']:.0f}%",
+    ]
+
+
 def server_table(run: dict[str, Any]) -> str:
     rows = []
     for precision, batchings in run["figures"]["servers"].items():
@@ -192,10 +202,7 @@ def server_table(run: dict[str, Any]) -> str:
                         clients,
                         number(row["throughput_rps"], 2),
                         f"{row['x_bare_fp32_encoder']:.2f}x",
-                        number(row["p50_ms"]),
-                        number(row["p95_ms"]),
-                        number(row["mean_batch"], 1),
-                        f"{row['engine_busy_pct']:.0f}%",
+                        *_latency_and_batch_cells(row),
                         str(row["errors"]),
                     ]
                 )
@@ -216,10 +223,7 @@ def server_engine_table(run: dict[str, Any]) -> str:
                     number(row["throughput_rps"], 2),
                     number(row["engine_images_s"], 2),
                     f"**{row['x_engine']:.2f}**",
-                    number(row["p50_ms"]),
-                    number(row["p95_ms"]),
-                    number(row["mean_batch"], 1),
-                    f"{row['engine_busy_pct']:.0f}%",
+                    *_latency_and_batch_cells(row),
                     number(row["event_loop_cpu_ms_per_request"], 2)
                     if "event_loop_cpu_ms_per_request" in row
                     else "",
