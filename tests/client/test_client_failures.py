@@ -376,6 +376,20 @@ def test_caption_many_keeps_the_order_when_asked(kind: str) -> None:
     assert completed[-1].source == "n0"  # as completed: the delayed one came last
 
 
+def test_caption_many_in_order_waits_for_a_slow_image_without_spinning(kind: str) -> None:
+    # The later answers come at once and the first one's a second later: waiting for it
+    # must sleep. Waking on the finished later ones, again and again, burned a core.
+    slow = {"n0": Answer(delay_s=1.0)}
+    items = [(f"n{i}", IMAGE) for i in range(6)]
+    with ScriptedServer(by_name=slow) as server, open_client(kind, server.url) as client:
+        cpu_before, wall_before = time.process_time(), time.monotonic()
+        ordered = client.caption_many(items, concurrency=6, ordered=True)
+        cpu_s, wall_s = time.process_time() - cpu_before, time.monotonic() - wall_before
+    assert [r.source for r in ordered] == [name for name, _ in items]
+    assert wall_s >= 1.0
+    assert cpu_s < 0.4, f"{cpu_s:.2f} s of CPU in {wall_s:.2f} s waiting for one answer"
+
+
 def test_caption_many_records_per_image_errors_and_raises_run_wide_ones(
     kind: str, tmp_path: Path
 ) -> None:

@@ -256,7 +256,11 @@ class AsyncClient:
             while True:
                 if taking is None and not exhausted and len(running) < window:
                     taking = asyncio.ensure_future(_next(items))
-                waiting: set[asyncio.Future[Any]] = {*running, *([taking] if taking else [])}
+                # Ordered, only the oldest can be given back next: waiting on any other
+                # would wake at once, again and again, while that one finishes (every task
+                # left in ``running`` here is unfinished, or it would have been given back).
+                awaited = [running[0]] if ordered and running else running
+                waiting: set[asyncio.Future[Any]] = {*awaited, *([taking] if taking else [])}
                 if not waiting:
                     return
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
