@@ -203,6 +203,9 @@ def main() -> None:
         help="skip what the peak is made of (to measure an older captioner, which lacks "
         "the precision setting and captioner.memory: PYTHONPATH=its/src)",
     )
+    parser.add_argument(
+        "--label", help="the run's name in the figures file (default: from the options)"
+    )
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -275,7 +278,8 @@ def main() -> None:
         run += f"_threads-{options.threads}"
     if options.concurrency != 8 or options.requests != 20:
         run += f"_c{options.concurrency}-r{options.requests}"
-    write_figures(run + ("_no-breakdown" if options.no_breakdown else ""), figures)
+    run += "_no-breakdown" if options.no_breakdown else ""
+    write_figures(options.label or run, figures)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ async def test_not_ready_until_the_model_is_loaded(tmp_path: Path) -> None:
     assert metric(before, "captioner_model_ready") == 0.0
     assert ready_after.status_code == 200
     assert metric(after, "captioner_model_ready") == 1.0
-    assert fake.warmed_up == [4, 1]  # the largest batch first, then a single image
+    assert fake.warmed_up == [1]  # one image: it traces both graphs
 
 
 async def test_a_model_that_cannot_load_keeps_the_server_unready(tmp_path: Path) -> None:

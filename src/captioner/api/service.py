@@ -25,7 +25,7 @@ from captioner.memory import release_free_memory, release_library_pages, residen
 if TYPE_CHECKING:
     from captioner.engine import ModelInfo
 
-__all__ = ["ModelService", "ModelState", "warmup_batch_sizes"]
+__all__ = ["ModelService", "ModelState"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,12 @@ class ModelState(enum.Enum):
     FAILED = "failed"  # the model could not be loaded (see load_error)
 
 
-def warmup_batch_sizes(max_batch_size: int) -> list[int]:
-    """The batch sizes to run before serving: the largest, then a single image.
-
-    The largest sizes TensorFlow's memory for every smaller batch (it keeps and reuses its
-    largest), and tracing happens on the first call whatever its size. A size between
-    then costs its first call a little once (setting up its kernels; see "Time to ready"
-    in ``docs/performance.md``), far less than running it at warm-up costs readiness.
-    """
-    return sorted({max_batch_size, 1}, reverse=True)
+# The warm-up runs one image: tracing and TensorFlow's optimisation of each graph happen on
+# its first call whatever the batch size, and are most of the warm-up; a batch size's own
+# first call adds little (setting up its kernels). Running the largest batch too cost every
+# start its whole call (most of a second in fp32 on two cores) and saved neither the first
+# full batch's time nor memory ("Time to ready" in docs/performance.md).
+_WARMUP_BATCH_SIZES = (1,)
 
 
 class ModelService:
@@ -186,7 +183,7 @@ class ModelService:
             warmup_started = time.monotonic()
             await batcher.run_in_worker(
                 engine.warmup,
-                warmup_batch_sizes(settings.max_batch_size),
+                _WARMUP_BATCH_SIZES,
                 settings.default_beam_size,
                 settings.default_max_length,
             )
