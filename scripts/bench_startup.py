@@ -19,8 +19,14 @@ before a change, say) with the same script: ``--python`` is that environment's
 interpreter, ``--src`` a ``src/`` directory put first on its path. ``--label`` names the
 run in ``docs/figures/bench_startup.json``.
 
+``--compare NAME=COMMAND`` times another server with MAX's API in the same run, on the same
+checkpoint and image, to its first caption (MAX's own code, say): COMMAND is split like a
+shell line, with ``{port}``, ``{checkpoint}`` and ``{vocab}`` filled in, and its process is
+ended with SIGTERM after each start.
+
 Usage: python scripts/bench_startup.py [--precision fp32 bf16] [--starts 3]
                                        [--python EXE] [--src DIR] [--label NAME]
+                                       [--compare NAME=COMMAND ...]
 Run it on a quiet machine.
 """
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +57,8 @@ _LOADED = re.compile(r"loaded from .* in ([\d.]+) s \(warm-up ([\d.]+) s\)")
 def one_start(
     python: str, files: Any, precision: str, env: dict[str, str], image: bytes
 ) -> dict[str, float]:
-    """Start the server once; seconds from start to listening, loaded and first caption."""
+    """Start ``captioner serve`` once; seconds from start to listening, loaded and first
+    caption."""
     port = free_port()
     command = [
         python, "-m", "captioner", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -57,17 +66,42 @@ def one_start(
         "--precision", precision, "--log-level", "info",
     ]  # fmt: skip
     marks: dict[str, float] = {}
+
+    def read_line(line: str, now: float) -> None:
+        if "listening on" in line:
+            marks.setdefault("listening_s", now)
+        elif match := _LOADED.search(line):
+            marks["load_s"], marks["warmup_s"] = float(match[1]), float(match[2])
+
+    marks["first_caption_s"] = first_caption_s(command, port, env, image, read_line)
+    return marks
+
+
+def other_start(template: str, files: Any, env: dict[str, str], image: bytes) -> dict[str, float]:
+    """Start another server (``--compare``) once; seconds from start to its first caption."""
+    port = free_port()
+    fields = {"port": port, "checkpoint": files.checkpoint, "vocab": files.vocab}
+    command = [part.format(**fields) for part in shlex.split(template)]
+    return {"first_caption_s": first_caption_s(command, port, env, image)}
+
+
+def first_caption_s(
+    command: list[str],
+    port: int,
+    env: dict[str, str],
+    image: bytes,
+    read_line: Callable[[str, float], None] | None = None,
+) -> float:
+    """Run ``command`` until ``/model/predict`` on ``port`` first answers 200 (MAX's API),
+    and return the seconds since its start; ``read_line`` sees its stderr with the time."""
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
     def read_log() -> None:
         assert process.stderr is not None
         for line in process.stderr:
-            now = time.monotonic() - started
-            if "listening on" in line:
-                marks.setdefault("listening_s", now)
-            elif match := _LOADED.search(line):
-                marks["load_s"], marks["warmup_s"] = float(match[1]), float(match[2])
+            if read_line is not None:
+                read_line(line, time.monotonic() - started)
 
     reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
@@ -76,22 +110,19 @@ def one_start(
         with httpx.Client(timeout=60) as client:
             while time.monotonic() - started < 300:
                 if process.poll() is not None:
-                    raise SystemExit(f"the server exited with status {process.returncode}")
+                    raise SystemExit(f"{command[0]} exited with status {process.returncode}")
                 try:
                     answer = client.post(url, files={"image": ("photo.jpg", image)})
                     if answer.status_code == 200:
-                        marks["first_caption_s"] = time.monotonic() - started
-                        break
+                        return time.monotonic() - started
                 except httpx.TransportError:
                     pass
                 time.sleep(0.05)
-            else:
-                raise SystemExit("no caption within 300 s")
+            raise SystemExit("no caption within 300 s")
     finally:
         process.terminate()
         process.wait(60)
         reader.join(10)
-    return marks
 
 
 def import_times(python: str, env: dict[str, str]) -> dict[str, float]:
@@ -127,6 +158,14 @@ def main() -> None:
     parser.add_argument("--src", type=Path, help="a src/ directory to run instead")
     parser.add_argument("--label", default="current")
     parser.add_argument("--model-dir", type=Path)
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="also time another server with MAX's API, started by COMMAND ({port}, "
+        "{checkpoint} and {vocab} filled in); repeatable",
+    )
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}
@@ -155,6 +194,16 @@ def main() -> None:
             figures[precision]["first_start_first_caption_s"] = round(
                 starts[0]["first_caption_s"], 2
             )
+        for name, template in (entry.split("=", 1) for entry in args.compare):
+            seconds = []
+            for index in range(args.starts):
+                marks = other_start(template, files, env, image)
+                print(f"{name} start {index + 1}: {marks}", flush=True)
+                seconds.append(marks["first_caption_s"])
+            figures[name] = {
+                "command": template,
+                "first_caption_s": round(statistics.median(seconds[1:] or seconds), 2),
+            }
         figures["imports"] = import_times(args.python, env)
     print(figures)
     write_figures(args.label, figures)
