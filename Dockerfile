@@ -43,11 +43,14 @@ RUN /opt/captioner/bin/pip install --constraint docker/constraints.txt "${PACKAG
 # --- runtime: the venv on a clean base, run as uid 10001 ---------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 # TensorFlow's own log follows CAPTIONER_LOG_LEVEL (captioner sets it before importing TF).
+# bf16's and auto's encoder timings are remembered in the volume, beside the model: the user
+# has no home, and a new container on the same kind of machine then skips the timing.
 ENV PATH=/opt/captioner/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CAPTIONER_HOST=0.0.0.0 \
-    CAPTIONER_PORT=5000
+    CAPTIONER_PORT=5000 \
+    CAPTIONER_CALIBRATION_FILE=/var/lib/captioner/calibrations.json
 RUN groupadd --system --gid 10001 captioner \
     && useradd --system --no-log-init --uid 10001 --gid captioner \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin captioner \
