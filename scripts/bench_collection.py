@@ -11,9 +11,9 @@ the same), then measures on this machine, in one run:
   reading, decoding the next batch while the engine runs, beam search, records), from the
   first image to the last, the model already loaded; images/s and its ratio to the bare
   float32 encoder;
-- the same folder through ``captioner caption --server`` (the client, 8 requests in flight,
-  JSON Lines written) against a local ``captioner serve`` in float32, from the command's start
-  to its end; images/s and the same ratio.
+- the same folder through ``captioner caption --server`` (the client, its default 16
+  requests in flight, JSON Lines written) against a local ``captioner serve`` in float32,
+  from the command's start to its end; images/s and the same ratio.
 
 Each measurement is the median of ``--repeats`` passes. The engine runs in a child process
 per precision, so this process never loads TensorFlow (the server's memory and cores stay

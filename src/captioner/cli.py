@@ -214,9 +214,10 @@ _SERVER_OPTIONS = (
     click.option(
         "--concurrency",
         type=click.IntRange(1, 1024),
-        default=8,
+        default=16,
         show_default=True,
-        help="--server: requests in flight, over all servers.",
+        help="--server: requests in flight, over all servers (16: two batches of a server's "
+        "default size, one running while the next waits).",
     ),
     click.option(
         "--api-key",
