@@ -48,15 +48,14 @@ from loadkit import (
     write_photos,
 )
 
-# Run in a child: the bare encoder's and the collection path's images/s, one precision.
-ENGINE_CODE = """
+# What both children below start with: the engine in one precision, a batch of 8 prepared
+# images, and the bare encoder's images/s on it (5 calls).
+_ENCODER_SETUP = """
 import json, statistics, sys, time
 from pathlib import Path
 import numpy as np
 from captioner.config import Settings
 from captioner.loading import load_engine
-from captioner.pipeline import caption_stream
-from captioner.sources import iter_sources
 
 checkpoint, vocab, precision, folder, repeats = sys.argv[1:6]
 engine = load_engine(
@@ -66,12 +65,24 @@ engine = load_engine(
 first = sorted(Path(folder).iterdir())[:8]
 pixels = np.stack([engine.preprocess(p.read_bytes()) for p in first])
 engine.warmup([8])
-encoder, collection = [], []
-for _ in range(int(repeats)):
+
+def encoder_rate():
     started = time.perf_counter()
     for _ in range(5):
         engine.encode(pixels)
-    encoder.append(40 / (time.perf_counter() - started))
+    return 40 / (time.perf_counter() - started)
+"""
+
+# Run in a child: the bare encoder's and the collection path's images/s, one precision.
+ENGINE_CODE = (
+    _ENCODER_SETUP
+    + """
+from captioner.pipeline import caption_stream
+from captioner.sources import iter_sources
+
+encoder, collection = [], []
+for _ in range(int(repeats)):
+    encoder.append(encoder_rate())
     started = time.perf_counter()
     done = sum(1 for r in caption_stream(engine, iter_sources([folder]), batch_size=8) if r.ok)
     collection.append(done / (time.perf_counter() - started))
@@ -81,30 +92,13 @@ print(json.dumps({
     "collection": statistics.median(collection),
 }))
 """
-
+)
 
 # Run in a child beside the idle server: the bare fp32 encoder alone, the yardstick of the
 # server pass that follows (the machine's speed drifts over a run this long).
-ENCODER_CODE = """
-import statistics, sys, time
-from pathlib import Path
-import numpy as np
-from captioner.config import Settings
-from captioner.loading import load_engine
-
-checkpoint, vocab, folder = sys.argv[1:4]
-engine = load_engine(Settings(checkpoint=checkpoint, vocab=vocab, offline=True), progress="off")
-first = sorted(Path(folder).iterdir())[:8]
-pixels = np.stack([engine.preprocess(p.read_bytes()) for p in first])
-engine.encode(pixels)
-rates = []
-for _ in range(3):
-    started = time.perf_counter()
-    for _ in range(5):
-        engine.encode(pixels)
-    rates.append(40 / (time.perf_counter() - started))
-print(statistics.median(rates))
-"""
+ENCODER_CODE = (
+    _ENCODER_SETUP + "print(statistics.median(encoder_rate() for _ in range(int(repeats))))"
+)
 
 
 def through_server(folder: Path, url: str, out: Path, count: int) -> float:
@@ -149,7 +143,7 @@ def main() -> None:
             passes = []  # (images/s, the bare encoder's images/s just before)
             for _ in range(args.repeats):
                 printed = in_child(
-                    ENCODER_CODE, str(model.checkpoint), str(model.vocab), str(folder)
+                    ENCODER_CODE, str(model.checkpoint), str(model.vocab), "fp32", str(folder), "3"
                 )
                 beside = float(printed.strip().splitlines()[-1])
                 passes.append(
