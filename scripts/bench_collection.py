@@ -6,11 +6,12 @@ layout with seeded random values (the real weights are not downloadable here; th
 the same), then measures on this machine, in one run:
 
 - the bare float32 encoder at batch 8 on pixels already prepared (the yardstick: what the
-  model's largest part alone allows), and the same for bf16;
-- the collection path in process, per precision: ``caption_stream`` over the folder (listing,
-  reading, decoding the next batch while the engine runs, beam search, records), from the
-  first image to the last, the model already loaded; images/s and its ratio to the bare
-  float32 encoder;
+  model's largest part alone allows, at the server's batch size), and the same for bf16;
+  both also at the collection's batch size (16), for a second, like-for-like ratio;
+- the collection path in process, per precision: ``caption_stream`` over the folder at its
+  default batch size (listing, reading, decoding the next batch while the engine runs, beam
+  search, records), from the first image to the last, the model already loaded; images/s
+  and its ratio to the bare float32 encoder at batch 8 and at the same batch size;
 - the same folder through ``captioner caption --server`` (the client, its default 16
   requests in flight, JSON Lines written) against a local ``captioner serve`` in float32,
   from the command's start to its end; images/s and its ratio to the bare float32 encoder
@@ -37,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from captioner.pipeline import COLLECTION_BATCH_SIZE
 from loadkit import (
     cpu_name,
     free_port,
@@ -48,8 +50,8 @@ from loadkit import (
     write_photos,
 )
 
-# What both children below start with: the engine in one precision, a batch of 8 prepared
-# images, and the bare encoder's images/s on it (5 calls).
+# What both children below start with: the engine in one precision, 16 prepared images,
+# and the bare encoder's images/s on the first ``size`` of them (5 calls).
 _ENCODER_SETUP = """
 import json, statistics, sys, time
 from pathlib import Path
@@ -62,33 +64,35 @@ engine = load_engine(
     Settings(checkpoint=checkpoint, vocab=vocab, precision=precision, offline=True),
     progress="off",
 )
-first = sorted(Path(folder).iterdir())[:8]
+first = sorted(Path(folder).iterdir())[:16]
 pixels = np.stack([engine.preprocess(p.read_bytes()) for p in first])
-engine.warmup([8])
+engine.warmup([16, 8])
 
-def encoder_rate():
+def encoder_rate(size=8):
     started = time.perf_counter()
     for _ in range(5):
-        engine.encode(pixels)
-    return 40 / (time.perf_counter() - started)
+        engine.encode(pixels[:size])
+    return 5 * size / (time.perf_counter() - started)
 """
 
 # Run in a child: the bare encoder's and the collection path's images/s, one precision.
 ENGINE_CODE = (
     _ENCODER_SETUP
     + """
-from captioner.pipeline import caption_stream
+from captioner.pipeline import COLLECTION_BATCH_SIZE, caption_stream
 from captioner.sources import iter_sources
 
-encoder, collection = [], []
+encoder, same_batch, collection = [], [], []
 for _ in range(int(repeats)):
     encoder.append(encoder_rate())
+    same_batch.append(encoder_rate(COLLECTION_BATCH_SIZE))
     started = time.perf_counter()
-    done = sum(1 for r in caption_stream(engine, iter_sources([folder]), batch_size=8) if r.ok)
+    done = sum(1 for r in caption_stream(engine, iter_sources([folder])) if r.ok)
     collection.append(done / (time.perf_counter() - started))
 print(json.dumps({
     "ran": engine.precision,
     "encoder": statistics.median(encoder),
+    "encoder_same_batch": statistics.median(same_batch),
     "collection": statistics.median(collection),
 }))
 """
@@ -153,20 +157,32 @@ def main() -> None:
             stop_server(server)
 
     yardstick = float(engine["fp32"]["encoder"])
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); {args.images} 640x480 JPEGs, batch 8")
-    figures: dict[str, float | str] = {"images": args.images, "batch_size": 8}
+    like_for_like = float(engine["fp32"]["encoder_same_batch"])
+    batch = COLLECTION_BATCH_SIZE
+    print(
+        f"CPU: {cpu_name()} ({os.cpu_count()} cores); {args.images} 640x480 JPEGs, in process "
+        f"at batch {batch}; the yardstick: the bare fp32 encoder at batch 8 (and at {batch})"
+    )
+    figures: dict[str, float | str] = {
+        "images": args.images,
+        "batch_size": batch,
+        "yardstick_batch_size": 8,
+        "fp32_encoder_same_batch_images_per_s": round(like_for_like, 2),
+    }
     for precision, row in engine.items():
         encoder, collection = float(row["encoder"]), float(row["collection"])
         print(
-            f"{precision} (ran {row['ran']}): bare encoder {encoder:7.2f} images/s "
-            f"({encoder / yardstick:.2f}x fp32's); in process {collection:7.2f} images/s, "
-            f"{collection / yardstick:.2f} of the fp32 encoder"
+            f"{precision} (ran {row['ran']}): bare encoder {encoder:7.2f} images/s at batch 8, "
+            f"{float(row['encoder_same_batch']):7.2f} at {batch} ({encoder / yardstick:.2f}x "
+            f"fp32's); in process {collection:7.2f} images/s, {collection / yardstick:.2f} of "
+            f"the fp32 encoder at 8, {collection / like_for_like:.2f} of it at {batch}"
         )
         figures[f"{precision}_ran"] = str(row["ran"])
         figures[f"{precision}_encoder_images_per_s"] = round(encoder, 2)
         figures[f"{precision}_encoder_gain"] = round(encoder / yardstick, 2)
         figures[f"{precision}_inprocess_images_per_s"] = round(collection, 2)
         figures[f"{precision}_inprocess_ratio"] = round(collection / yardstick, 2)
+        figures[f"{precision}_inprocess_ratio_same_batch"] = round(collection / like_for_like, 2)
     served = statistics.median(rate for rate, _ in passes)
     beside = statistics.median(encoder for _, encoder in passes)
     ratio = statistics.median(rate / encoder for rate, encoder in passes)

@@ -25,6 +25,7 @@ import click
 
 from captioner.beam_search import MIN_MAX_LENGTH
 from captioner.errors import CaptionerError
+from captioner.pipeline import COLLECTION_BATCH_SIZE
 from captioner.training.config import TrainingConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -287,9 +288,9 @@ _RAY_OPTIONS = (
     "--batch-size",
     "-b",
     type=click.IntRange(1, 256),
-    default=8,
+    default=COLLECTION_BATCH_SIZE,
     show_default=True,
-    help="Images per engine call (and per write).",
+    help="Images per engine call (and per write); fewer take less memory.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Without --output: one JSON object per image per line."

@@ -34,6 +34,14 @@ def test_batches_are_engine_calls_of_batch_size() -> None:
     assert [size for size in engine.batch_sizes if size] == [4, 4, 2]
 
 
+def test_a_stream_is_captioned_sixteen_at_a_time_unless_told() -> None:
+    # Not the server's 8: a batch of 16 searches in about the time of 8 (see the constant).
+    engine = FakeEngine()
+    results = list(caption_stream(engine, _named(["red"] * 20)))
+    assert len(results) == 20
+    assert [size for size in engine.batch_sizes if size] == [16, 4]
+
+
 def test_a_bad_image_fails_alone_with_its_reason(tmp_path: Path) -> None:
     sources = [
         ("good-red", png_bytes("red")),

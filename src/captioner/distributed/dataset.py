@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from captioner.distributed.actor import CaptionActor, actor_settings
+from captioner.pipeline import COLLECTION_BATCH_SIZE
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -20,7 +21,7 @@ def caption_dataset(
     *,
     actors: int | None = None,
     cpus_per_actor: int = 1,
-    batch_size: int = 8,
+    batch_size: int = COLLECTION_BATCH_SIZE,
     beam_size: int = 3,
     max_length: int = 20,
 ) -> Dataset:

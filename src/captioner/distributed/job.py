@@ -30,6 +30,7 @@ from captioner.distributed.storage import (
     resolve,
 )
 from captioner.outputs import ExistingOutputError
+from captioner.pipeline import COLLECTION_BATCH_SIZE
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -59,7 +60,7 @@ class JobOptions:
     address: str | None = None
     actors: int | None = None
     cpus_per_actor: int = 1
-    batch_size: int = 8
+    batch_size: int = COLLECTION_BATCH_SIZE
     output_format: OutputFormat = "parquet"
     s3_endpoint: str | None = None
     resume: bool = False
