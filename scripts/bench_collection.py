@@ -18,9 +18,10 @@ the same), then measures on this machine, in one run:
   measured again just before each pass (in a child process, the server idle), since the
   machine's speed can drift over a run this long.
 
-Each measurement is the median of ``--repeats`` passes. The engine runs in a child process
-per precision, so this process never loads TensorFlow (the server's memory and cores stay
-its own).
+Each figure is the median of ``--repeats`` passes, and each ratio the median of the passes'
+ratios. Both precisions' engines run in one child process, a pass timing each precision's
+encoder and collection in turn, so a ratio never compares figures taken far apart; this
+process never loads TensorFlow (the server's memory and cores stay its own).
 
 Usage: python scripts/bench_collection.py [--images N] [--repeats R] [--model-dir DIR]
 Run it on a quiet machine: every core is used.
@@ -50,8 +51,8 @@ from loadkit import (
     write_photos,
 )
 
-# What both children below start with: the engine in one precision, 16 prepared images,
-# and the bare encoder's images/s on the first ``size`` of them (5 calls).
+# What both children below start with: the engine in each precision asked for (comma-
+# separated), 16 prepared images, and a bare encoder's images/s on the first ``size``.
 _ENCODER_SETUP = """
 import json, statistics, sys, time
 from pathlib import Path
@@ -59,49 +60,55 @@ import numpy as np
 from captioner.config import Settings
 from captioner.loading import load_engine
 
-checkpoint, vocab, precision, folder, repeats = sys.argv[1:6]
-engine = load_engine(
-    Settings(checkpoint=checkpoint, vocab=vocab, precision=precision, offline=True),
-    progress="off",
-)
+checkpoint, vocab, precisions, folder, repeats = sys.argv[1:6]
+engines = {
+    precision: load_engine(
+        Settings(checkpoint=checkpoint, vocab=vocab, precision=precision, offline=True),
+        progress="off",
+    )
+    for precision in precisions.split(",")
+}
 first = sorted(Path(folder).iterdir())[:16]
-pixels = np.stack([engine.preprocess(p.read_bytes()) for p in first])
-engine.warmup([16, 8])
+pixels = np.stack([engines["fp32"].preprocess(p.read_bytes()) for p in first])
+for engine in engines.values():
+    engine.warmup([16, 8])
 
-def encoder_rate(size=8):
+def encoder_rate(precision, size=8):
     started = time.perf_counter()
     for _ in range(5):
-        engine.encode(pixels[:size])
+        engines[precision].encode(pixels[:size])
     return 5 * size / (time.perf_counter() - started)
 """
 
-# Run in a child: the bare encoder's and the collection path's images/s, one precision.
+# Run in a child: per pass, each precision's bare encoder and collection path in turn, so
+# that every ratio compares figures taken minutes apart at most, in one process.
 ENGINE_CODE = (
     _ENCODER_SETUP
     + """
 from captioner.pipeline import COLLECTION_BATCH_SIZE, caption_stream
 from captioner.sources import iter_sources
 
-encoder, same_batch, collection = [], [], []
+passes = []
 for _ in range(int(repeats)):
-    encoder.append(encoder_rate())
-    same_batch.append(encoder_rate(COLLECTION_BATCH_SIZE))
-    started = time.perf_counter()
-    done = sum(1 for r in caption_stream(engine, iter_sources([folder])) if r.ok)
-    collection.append(done / (time.perf_counter() - started))
-print(json.dumps({
-    "ran": engine.precision,
-    "encoder": statistics.median(encoder),
-    "encoder_same_batch": statistics.median(same_batch),
-    "collection": statistics.median(collection),
-}))
+    row = {}
+    for precision, engine in engines.items():
+        row[precision] = {
+            "ran": engine.precision,
+            "encoder": encoder_rate(precision),
+            "encoder_same_batch": encoder_rate(precision, COLLECTION_BATCH_SIZE),
+        }
+        started = time.perf_counter()
+        done = sum(1 for r in caption_stream(engine, iter_sources([folder])) if r.ok)
+        row[precision]["collection"] = done / (time.perf_counter() - started)
+    passes.append(row)
+print(json.dumps(passes))
 """
 )
 
 # Run in a child beside the idle server: the bare fp32 encoder alone, the yardstick of the
 # server pass that follows (the machine's speed drifts over a run this long).
 ENCODER_CODE = (
-    _ENCODER_SETUP + "print(statistics.median(encoder_rate() for _ in range(int(repeats))))"
+    _ENCODER_SETUP + 'print(statistics.median(encoder_rate("fp32") for _ in range(int(repeats))))'
 )
 
 
@@ -133,13 +140,11 @@ def main() -> None:
         model = full_size_model(root / "model", args.model_dir)
         folder = root / "images"
         write_photos(folder, args.images)
-        engine: dict[str, dict[str, float | str]] = {}
-        for precision in ("fp32", "bf16"):
-            printed = in_child(
-                ENGINE_CODE, str(model.checkpoint), str(model.vocab), precision, str(folder),
-                str(args.repeats),
-            )  # fmt: skip
-            engine[precision] = json.loads(printed.strip().splitlines()[-1])
+        printed = in_child(
+            ENGINE_CODE, str(model.checkpoint), str(model.vocab), "fp32,bf16", str(folder),
+            str(args.repeats),
+        )  # fmt: skip
+        engine_passes = json.loads(printed.strip().splitlines()[-1])
         port = free_port()
         server = start_server(model, port, "--precision", "fp32")
         try:
@@ -156,33 +161,42 @@ def main() -> None:
         finally:
             stop_server(server)
 
-    yardstick = float(engine["fp32"]["encoder"])
-    like_for_like = float(engine["fp32"]["encoder_same_batch"])
+    def median(precision: str, figure: str, per: str | None = None) -> float:
+        """The median over the passes of a figure, or of its ratio to fp32's ``per``."""
+        return statistics.median(
+            float(row[precision][figure]) / (float(row["fp32"][per]) if per else 1.0)
+            for row in engine_passes
+        )
+
     batch = COLLECTION_BATCH_SIZE
     print(
         f"CPU: {cpu_name()} ({os.cpu_count()} cores); {args.images} 640x480 JPEGs, in process "
-        f"at batch {batch}; the yardstick: the bare fp32 encoder at batch 8 (and at {batch})"
+        f"at batch {batch}; the yardstick: the bare fp32 encoder at batch 8 (and at {batch}), "
+        f"timed in the same pass"
     )
     figures: dict[str, float | str] = {
         "images": args.images,
         "batch_size": batch,
         "yardstick_batch_size": 8,
-        "fp32_encoder_same_batch_images_per_s": round(like_for_like, 2),
+        "fp32_encoder_same_batch_images_per_s": round(median("fp32", "encoder_same_batch"), 2),
     }
-    for precision, row in engine.items():
-        encoder, collection = float(row["encoder"]), float(row["collection"])
+    for precision in ("fp32", "bf16"):
+        ran = str(engine_passes[0][precision]["ran"])
+        encoder, collection = median(precision, "encoder"), median(precision, "collection")
+        gain = median(precision, "encoder", per="encoder")
+        ratio = median(precision, "collection", per="encoder")
+        same_batch = median(precision, "collection", per="encoder_same_batch")
         print(
-            f"{precision} (ran {row['ran']}): bare encoder {encoder:7.2f} images/s at batch 8, "
-            f"{float(row['encoder_same_batch']):7.2f} at {batch} ({encoder / yardstick:.2f}x "
-            f"fp32's); in process {collection:7.2f} images/s, {collection / yardstick:.2f} of "
-            f"the fp32 encoder at 8, {collection / like_for_like:.2f} of it at {batch}"
+            f"{precision} (ran {ran}): bare encoder {encoder:7.2f} images/s at batch 8 "
+            f"({gain:.2f}x fp32's); in process {collection:7.2f} images/s, {ratio:.2f} of the "
+            f"fp32 encoder at 8, {same_batch:.2f} of it at {batch}"
         )
-        figures[f"{precision}_ran"] = str(row["ran"])
+        figures[f"{precision}_ran"] = ran
         figures[f"{precision}_encoder_images_per_s"] = round(encoder, 2)
-        figures[f"{precision}_encoder_gain"] = round(encoder / yardstick, 2)
+        figures[f"{precision}_encoder_gain"] = round(gain, 2)
         figures[f"{precision}_inprocess_images_per_s"] = round(collection, 2)
-        figures[f"{precision}_inprocess_ratio"] = round(collection / yardstick, 2)
-        figures[f"{precision}_inprocess_ratio_same_batch"] = round(collection / like_for_like, 2)
+        figures[f"{precision}_inprocess_ratio"] = round(ratio, 2)
+        figures[f"{precision}_inprocess_ratio_same_batch"] = round(same_batch, 2)
     served = statistics.median(rate for rate, _ in passes)
     beside = statistics.median(encoder for _, encoder in passes)
     ratio = statistics.median(rate / encoder for rate, encoder in passes)
