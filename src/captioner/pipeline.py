@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 
 # Images per engine call for a collection. The beam search reads the decoder's word matrix
 # (24 MB at full size) once per step for the whole batch, so a batch of 16 searches in about
-# the time of a batch of 8, and the encoder too runs a little faster per image: together
-# about a tenth more images/s (docs/performance.md, "Collections"), for about 180 MB more
-# at the peak. The server keeps batches of 8: its requests wait for company, a stream's not.
+# the time of a batch of 8, and the encoder too runs a little faster per image: more
+# images/s (docs/performance.md, "Collections"), for TensorFlow's buffers for twice the
+# images at the peak. The server keeps batches of 8: its requests wait for company.
 COLLECTION_BATCH_SIZE = 16
 
 # Decoded pixels are float32 or, for an image that failed, the reason. (NumPy is imported
