@@ -52,13 +52,15 @@ from loadkit import (
 )
 
 # What both children below start with: the engine in each precision asked for (comma-
-# separated), 16 prepared images, and a bare encoder's images/s on the first ``size``.
+# separated), a collection batch of prepared images, and a bare encoder's images/s on the
+# first ``size`` of them.
 _ENCODER_SETUP = """
 import json, statistics, sys, time
 from pathlib import Path
 import numpy as np
 from captioner.config import Settings
 from captioner.loading import load_engine
+from captioner.pipeline import COLLECTION_BATCH_SIZE
 
 checkpoint, vocab, precisions, folder, repeats = sys.argv[1:6]
 engines = {
@@ -68,10 +70,10 @@ engines = {
     )
     for precision in precisions.split(",")
 }
-first = sorted(Path(folder).iterdir())[:16]
+first = sorted(Path(folder).iterdir())[:COLLECTION_BATCH_SIZE]
 pixels = np.stack([engines["fp32"].preprocess(p.read_bytes()) for p in first])
 for engine in engines.values():
-    engine.warmup([16, 8])
+    engine.warmup([COLLECTION_BATCH_SIZE, 8])
 
 def encoder_rate(precision, size=8):
     started = time.perf_counter()
@@ -85,7 +87,7 @@ def encoder_rate(precision, size=8):
 ENGINE_CODE = (
     _ENCODER_SETUP
     + """
-from captioner.pipeline import COLLECTION_BATCH_SIZE, caption_stream
+from captioner.pipeline import caption_stream
 from captioner.sources import iter_sources
 
 passes = []

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from captioner.engine import Captioner
 from captioner.errors import CaptionerError, DatasetError
-from captioner.pipeline import ImageSource, caption_batches
+from captioner.pipeline import COLLECTION_BATCH_SIZE, ImageSource, caption_batches
 from captioner.training.dataset import Example, OnError, group_by_image
 from captioner.training.tokenizer import tokenize
 
@@ -72,7 +72,7 @@ def evaluate(
     *,
     beam_size: int = 3,
     max_length: int = 20,
-    batch_size: int = 16,
+    batch_size: int = COLLECTION_BATCH_SIZE,
     sample_count: int = 5,
     on_error: OnError = "skip",
     progress: bool = False,
